@@ -1,0 +1,40 @@
+# ssm-bench: `make bench` runs the main job, `make test` the tests. Both create .venv if missing.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+# Runs never touch the network: models come from configs or local directories.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: venv test test-all bench bench-throughput bench-implementation clean
+
+venv: $(STAMP)
+
+# A machine that already has torch (a GPU box) keeps it: the venv sees system packages.
+# Elsewhere torch==2.13.0 goes in first (the CPU wheel on disk), so the project's torch
+# range is already satisfied and pip downloads no multi-GB CUDA build.
+$(STAMP): pyproject.toml
+	@if [ ! -x $(PY) ]; then \
+	  if $(PYTHON) -c "import torch" 2>/dev/null; then $(PYTHON) -m venv --system-site-packages $(VENV); \
+	  else $(PYTHON) -m venv $(VENV); fi; \
+	fi
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $@
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+# Our Mamba against transformers' FalconMamba on the same weights: speed and memory ratios.
+bench-implementation: $(STAMP)
+	$(PY) -m bench.implementation
+
+bench: bench-implementation
+
+clean:
+	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The in-repo Mamba: `from models.mamba import MambaConfig, MambaLM`."""

@@ -1,0 +1,1 @@
+"""Kernels for the Mamba model: plain-PyTorch scans, and optional fast paths behind scan_backend."""

@@ -1,0 +1,50 @@
+"""Property tests: the chunked scan and the decode update equal the plain recurrence."""
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from models.ops.selective_scan import selective_scan_chunked, selective_scan_ref, selective_state_update
+
+
+def _inputs(seed, b, l, d, n, with_state):
+    g = torch.Generator().manual_seed(seed)
+    u = torch.randn(b, l, d, generator=g)
+    delta = torch.nn.functional.softplus(torch.randn(b, l, d, generator=g))
+    A = -torch.exp(torch.randn(d, n, generator=g))
+    B, C = torch.randn(b, l, n, generator=g), torch.randn(b, l, n, generator=g)
+    D, z = torch.randn(d, generator=g), torch.randn(b, l, d, generator=g)
+    h0 = torch.randn(b, d, n, generator=g) if with_state else None
+    return u, delta, A, B, C, D, z, h0
+
+
+@settings(max_examples=40, deadline=None)
+@given(seed=st.integers(0, 2**16), b=st.integers(1, 3), l=st.integers(1, 40), d=st.integers(1, 9),
+       n=st.integers(1, 17), chunk=st.integers(1, 50), with_state=st.booleans(), gated=st.booleans())
+def test_chunked_scan_equals_sequential_recurrence(seed, b, l, d, n, chunk, with_state, gated):
+    u, delta, A, B, C, D, z, h0 = _inputs(seed, b, l, d, n, with_state)
+    z = z if gated else None
+    y_ref, h_ref = selective_scan_ref(u, delta, A, B, C, D, z, initial_state=h0)
+    y, h = selective_scan_chunked(u, delta, A, B, C, D, z, initial_state=h0, chunk_size=chunk)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(h, h_ref, rtol=1e-5, atol=1e-5)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**16), b=st.integers(1, 3), l=st.integers(1, 12), d=st.integers(1, 9),
+       n=st.integers(1, 17))
+def test_state_update_steps_equal_the_scan(seed, b, l, d, n):
+    u, delta, A, B, C, D, z, h0 = _inputs(seed, b, l, d, n, True)
+    y_ref, h_ref = selective_scan_ref(u, delta, A, B, C, D, z, initial_state=h0)
+    state = h0.clone()
+    ys = [selective_state_update(state, u[:, t], delta[:, t], A, B[:, t], C[:, t], D, z[:, t]) for t in range(l)]
+    torch.testing.assert_close(torch.stack(ys, 1), y_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(state, h_ref, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_scan_does_not_mutate_inputs_and_keeps_dtype():
+    u, delta, A, B, C, D, z, h0 = _inputs(0, 2, 10, 4, 3, True)
+    h0_copy = h0.clone()
+    y, h = selective_scan_chunked(u.bfloat16(), delta, A, B, C, D, z, initial_state=h0, chunk_size=4)
+    assert torch.equal(h0, h0_copy)
+    assert y.dtype == torch.bfloat16 and h.dtype == torch.float32
