@@ -17,6 +17,8 @@ Three ways through a sequence, all with the same result:
   carrying the conv and SSM states, so peak memory does not grow with the prompt;
 - decode: `step` takes one token per sequence and updates a preallocated cache in place.
 
+Inference only: forward, prefill and step run without autograd (the scan updates in place).
+
 Precision: the SSM state and the scan run in float32 whatever the weights' dtype, and by
 default so does the residual stream (residual_in_fp32), as in mamba_ssm and transformers.
 """
@@ -149,7 +151,7 @@ class MambaCache:
 
     def __post_init__(self):
         # Per-layer views, made once: the decode loop must not pay for indexing.
-        self.layers = list(zip(self.conv.unbind(0), self.ssm.unbind(0)))
+        self.layers = [(self.conv[i], self.ssm[i]) for i in range(self.conv.shape[0])]
 
     def reset(self):
         self.conv.zero_()
@@ -297,8 +299,8 @@ class MambaLM(nn.Module):
             self.lm_head.weight = self.backbone.embeddings.weight
         device = torch.device(device) if device is not None else torch.get_default_device()
         if device.type != "meta":
-            self.to_empty(device=device)
-            if config.tie_word_embeddings:  # to_empty allocates each parameter anew: re-tie
+            _materialize(self, device)
+            if config.tie_word_embeddings:  # each parameter was allocated anew: re-tie
                 self.lm_head.weight = self.backbone.embeddings.weight
             if init_weights:
                 self.reset_parameters()
@@ -353,6 +355,7 @@ class MambaLM(nn.Module):
             ssm=torch.zeros(L, batch_size, D, cfg.state_size, device=device, dtype=torch.float32),
         )
 
+    @torch.no_grad()
     def forward(self, input_ids: Tensor, cache: MambaCache | None = None, logits_to_keep: int = 0) -> Tensor:
         """input_ids: (b, l) -> logits (b, l, V), or (b, k, V) for the last k with logits_to_keep=k.
 
@@ -367,6 +370,7 @@ class MambaLM(nn.Module):
             hidden = hidden[:, -logits_to_keep:]
         return self._logits(hidden)
 
+    @torch.no_grad()
     def step(self, token_ids: Tensor, cache: MambaCache) -> Tensor:
         """One token per sequence. token_ids: (b,) or (b, 1) -> logits (b, V); cache updated in place."""
         hidden = self.backbone.embeddings(token_ids.reshape(-1))  # (b, H)
@@ -375,6 +379,7 @@ class MambaLM(nn.Module):
         cache.seqlen_offset += 1
         return self._logits(hidden)
 
+    @torch.no_grad()
     def prefill(self, input_ids: Tensor, mode: str = "parallel", chunk_size: int = 1,
                 cache: MambaCache | None = None) -> tuple[Tensor, MambaCache]:
         """Run the prompt through the model: returns (logits of the last position (b, V), cache).
@@ -418,6 +423,15 @@ class MambaLM(nn.Module):
 
     def _logits(self, hidden: Tensor) -> Tensor:
         return self.lm_head(self.backbone.norm_f(hidden.to(self.lm_head.weight.dtype)))
+
+
+def _materialize(module: nn.Module, device: torch.device):
+    """Give every meta parameter uninitialised storage on `device`. Unlike Module.to_empty, this
+    never swaps tensors in place, so it also works under FakeTensorMode."""
+    for submodule in module.modules():
+        for name, p in submodule._parameters.items():
+            if p is not None:
+                submodule._parameters[name] = nn.Parameter(torch.empty_like(p, device=device), p.requires_grad)
 
 
 def sample_next_token(logits: Tensor, do_sample: bool = False, temperature: float = 1.0,
