@@ -106,18 +106,23 @@ def selective_state_update(
 
     u, delta, z: (b, d); A: (d, n); B, C: (b, n); D: (d,). Returns y: (b, d) in u's dtype.
     """
-    dt = delta.float()
-    u32 = u.float()
-    state.mul_(torch.exp(dt[:, :, None] * A))
-    state.addcmul_((dt * u32)[:, :, None], B.float()[:, None, :])
-    y = torch.bmm(state, C.float()[:, :, None]).squeeze(-1)  # (b, d)
-    return _skip_and_gate(y, u32, D, z).to(u.dtype)
+    dt, u32 = _fp32(delta), _fp32(u)
+    state.mul_(torch.exp(dt.unsqueeze(-1) * A))
+    state.addcmul_((dt * u32).unsqueeze(-1), _fp32(B).unsqueeze(1))
+    y = torch.bmm(state, _fp32(C).unsqueeze(-1)).squeeze(-1)  # (b, d)
+    y = _skip_and_gate(y, u32, D, z)
+    return y if y.dtype == u.dtype else y.to(u.dtype)
 
 
 def _skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
-    # y is always a fresh tensor here, so the skip can be added in place.
+    # y is always a fresh tensor here, so the skip and the gate can be applied in place.
     if D is not None:
-        y = y.addcmul_(u, D.float())
+        y = y.addcmul_(u, _fp32(D))
     if z is not None:
-        y = y * F.silu(z.float())
+        y = y.mul_(F.silu(_fp32(z)))
     return y
+
+
+def _fp32(x: Tensor) -> Tensor:
+    # .float() on a float32 tensor still costs a dispatch, which shows in the decode step.
+    return x if x.dtype == torch.float32 else x.float()
