@@ -1,0 +1,1 @@
+"""ssm-bench: a harness that compares State Space Models (Mamba) with Transformers."""

@@ -1,0 +1,28 @@
+"""The tidy result schema: one row per measurement, the same columns for every scenario.
+
+Scenarios return rows with the measurement-specific columns (metric, value, unit, step, ...);
+the runner adds the columns that describe the run (model, dtype, device, ...). Extra columns
+are allowed and kept (e.g. `repeat`, `stat`, `budget_bytes`, `slope`, `error`).
+"""
+
+from __future__ import annotations
+
+# Every row has these, in this order.
+COLUMNS = [
+    "run_id", "scenario", "model", "arch", "impl", "params", "vocab_size", "dtype", "device",
+    "hardware", "prefill_mode", "chunk_size", "batch_size", "prompt_len", "step",
+    "metric", "value", "unit", "source",
+]
+# Filled by the runner from the config and the backend; a scenario need not set them.
+RUN_COLUMNS = ["run_id", "scenario", "model", "arch", "impl", "params", "vocab_size", "dtype", "device",
+               "hardware", "batch_size"]
+SOURCES = ("measured", "simulated", "published")
+ARCHS = ("ssm", "transformer")
+
+# Units, as constants so that scenarios and the report agree on spelling.
+TOKENS_PER_S = "tokens/s"
+SECONDS = "s"
+BYTES = "bytes"
+TOKENS = "tokens"
+RATIO = "ratio"
+SCORE = "score"
