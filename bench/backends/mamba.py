@@ -1,0 +1,45 @@
+"""The in-repo Mamba (models/) as a backend: prefill and step over its constant-size cache."""
+
+from __future__ import annotations
+
+from models.mamba import MambaCache, MambaConfig, MambaLM
+
+from bench.backends.base import Backend
+
+
+class MambaBackend(Backend):
+    NAME = "ssm_bench"
+
+    @property
+    def arch(self) -> str:
+        return "ssm"
+
+    def build_config(self) -> MambaConfig:
+        return MambaConfig(model_type=self.cfg.family, vocab_size=self.cfg.vocab_size, **self.cfg.architecture)
+
+    def load(self) -> None:
+        if self.cfg.weights == "pretrained":
+            self.model = MambaLM.from_pretrained(self.cfg.path, dtype=self.dtype, device=self.device)
+        else:
+            self.model = MambaLM(self.build_config(), device=self.device, dtype=self.dtype)
+        self.model.eval()
+
+    def prefill(self, input_ids, mode="parallel", chunk_size=1, logits_to_keep=1):
+        if logits_to_keep == 1:
+            return self.model.prefill(input_ids, mode=mode, chunk_size=chunk_size)
+        # All logits (as transformers' forward computes them): parallel only.
+        cache = self.model.allocate_inference_cache(input_ids.shape[0])
+        logits = self.model(input_ids, cache, logits_to_keep=logits_to_keep)
+        return logits[:, -1], cache
+
+    def step(self, token_ids, state: MambaCache):
+        return self.model.step(token_ids, state)
+
+    def state_nbytes(self, state: MambaCache) -> int:
+        return state.nbytes
+
+    def num_params(self) -> int:
+        return self.model.num_params()
+
+    def vocab_size(self) -> int:
+        return self.model.config.vocab_size

@@ -1,0 +1,97 @@
+"""Transformer (and transformers' own Mamba) baselines: the real classes of the transformers library.
+
+The architecture comes from our YAML (no hub), the vocabulary is set to the run's vocab_size,
+and the KV cache is transformers' DynamicCache, or a preallocated StaticCache on request.
+"""
+
+from __future__ import annotations
+
+import torch
+import transformers
+from torch import Tensor
+
+from bench.backends.base import Backend
+
+# family -> (config class, causal-LM class)
+CLASSES = {
+    "llama": ("LlamaConfig", "LlamaForCausalLM"),
+    "mistral": ("MistralConfig", "MistralForCausalLM"),
+    "falcon_mamba": ("FalconMambaConfig", "FalconMambaForCausalLM"),
+    "mamba": ("MambaConfig", "MambaForCausalLM"),
+}
+
+
+class TransformersBackend(Backend):
+    NAME = "transformers"
+
+    def __init__(self, model_cfg, device, dtype, kv_cache: str = "dynamic", max_cache_len: int | None = None):
+        super().__init__(model_cfg, device, dtype)
+        self.kv_cache = kv_cache
+        self.max_cache_len = max_cache_len
+
+    @property
+    def arch(self) -> str:
+        return "ssm" if self.cfg.family in ("mamba", "falcon_mamba") else "transformer"
+
+    def build_config(self):
+        config_cls = getattr(transformers, CLASSES[self.cfg.family][0])
+        return config_cls(vocab_size=self.cfg.vocab_size, **self.cfg.architecture)
+
+    def load(self) -> None:
+        model_cls = getattr(transformers, CLASSES[self.cfg.family][1])
+        if self.cfg.weights == "pretrained":
+            self.model = model_cls.from_pretrained(self.cfg.path, dtype=self.dtype, local_files_only=True)
+            if self.cfg.match_vocab and self.model.config.vocab_size != self.cfg.vocab_size:
+                self.model.resize_token_embeddings(self.cfg.vocab_size)
+            self.model.to(self.device)
+        else:
+            with torch.device(self.device):
+                self.model = model_cls._from_config(self.build_config(), dtype=self.dtype)
+        self.model.eval()
+
+    def _new_cache(self, batch_size: int):
+        if self.kv_cache == "static" and self.arch == "transformer":
+            return transformers.StaticCache(config=self.model.config, max_cache_len=self.max_cache_len)
+        return None  # transformers creates a DynamicCache
+
+    @torch.inference_mode()
+    def prefill(self, input_ids: Tensor, mode="parallel", chunk_size=1, logits_to_keep=1):
+        cache = self._new_cache(input_ids.shape[0])
+        chunk = input_ids.shape[1] if mode == "parallel" else chunk_size
+        for start in range(0, input_ids.shape[1], chunk):
+            out = self.model(input_ids[:, start:start + chunk], use_cache=True, logits_to_keep=logits_to_keep,
+                             cache=cache)
+            cache = _cache_of(out)
+        return out.logits[:, -1], cache
+
+    @torch.inference_mode()
+    def step(self, token_ids: Tensor, state):
+        out = self.model(token_ids.reshape(-1, 1), use_cache=True, cache=state)
+        return out.logits[:, -1]
+
+    def state_nbytes(self, state) -> int:
+        return _tensor_bytes(state)
+
+
+def _cache_of(output):
+    # transformers 5 names the returned cache `cache` (older outputs: `past_key_values`).
+    cache = getattr(output, "cache", None)
+    return cache if cache is not None else output.past_key_values
+
+
+def _tensor_bytes(obj, seen=None) -> int:
+    """Bytes of every tensor reachable from a cache object (its layers' keys/values or states)."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, Tensor):
+        key = (obj.untyped_storage().data_ptr(), obj.device) if obj.device.type != "meta" else id(obj)
+        if key in seen:
+            return 0
+        seen.add(key)
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (list, tuple)):
+        return sum(_tensor_bytes(o, seen) for o in obj)
+    if isinstance(obj, dict):
+        return sum(_tensor_bytes(o, seen) for o in obj.values())
+    if hasattr(obj, "__dict__") and not isinstance(obj, (torch.nn.Module, type)):
+        return sum(_tensor_bytes(v, seen) for k, v in vars(obj).items() if not k.startswith("__"))
+    return 0

@@ -1,0 +1,163 @@
+"""Structured configs: every field of a run is typed and validated before anything is measured.
+
+Each dataclass is registered with Hydra's ConfigStore under a `*_schema` name; the YAML files in
+configs/ hold values only and name their schema in `defaults`. Hydra rejects unknown keys and
+wrong types while composing; `__post_init__` rejects impossible values (run by
+OmegaConf.to_object) with a message that names the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+ARCHS = ("ssm", "transformer")
+FAMILIES = ("mamba", "falcon_mamba", "llama", "mistral")
+IMPLS = ("ssm_bench", "transformers")
+WEIGHTS = ("random", "pretrained")
+DTYPES = ("float32", "bfloat16", "float16")
+DEVICES = ("auto", "cpu", "cuda")
+PREFILL_MODES = ("parallel", "sequential")
+KV_CACHES = ("dynamic", "static")
+
+
+class ConfigError(ValueError):
+    """An impossible configuration; the message starts with the field's dotted name."""
+
+
+def _one_of(field_name: str, value, allowed):
+    if value not in allowed:
+        raise ConfigError(f"{field_name}: {value!r} is not one of {list(allowed)}")
+
+
+def _positive(field_name: str, value):
+    if value < 1:
+        raise ConfigError(f"{field_name}: must be >= 1, got {value}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    arch: str = MISSING  # ssm | transformer
+    family: str = MISSING  # mamba | falcon_mamba | llama | mistral: picks the config/model class
+    impl: str = "ssm_bench"  # the backend: ssm_bench (in-repo Mamba) | transformers
+    # 65024 (Falcon Mamba's) for every model, so embeddings and LM head are matched.
+    vocab_size: int = 65024
+    weights: str = "random"  # random (fast init) | pretrained (local HF-format directory in `path`)
+    path: Optional[str] = None
+    match_vocab: bool = True  # pretrained Transformers: resize embeddings to vocab_size
+    # Architecture hyperparameters, passed to the family's config class (our MambaConfig, or
+    # transformers' LlamaConfig / MistralConfig / FalconMambaConfig).
+    architecture: Dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        _one_of("model.arch", self.arch, ARCHS)
+        _one_of("model.family", self.family, FAMILIES)
+        _one_of("model.impl", self.impl, IMPLS)
+        _one_of("model.weights", self.weights, WEIGHTS)
+        _positive("model.vocab_size", self.vocab_size)
+        if self.weights == "pretrained" and not self.path:
+            raise ConfigError("model.path: required when model.weights=pretrained (a local HF-format directory)")
+        if self.impl == "ssm_bench" and self.family not in ("mamba", "falcon_mamba"):
+            raise ConfigError(f"model.impl: ssm_bench runs Mamba families only, not {self.family!r}")
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    device: str = "auto"  # auto picks CUDA when present
+    memory_gib: float = MISSING  # memory budget of the device (2**30 bytes)
+    overhead_gib: float = 0.0  # per-process runtime overhead (CUDA context, allocator slack)
+    bandwidth_gbps: float = MISSING  # memory bandwidth, GB/s: decode roofline
+    peak_tflops: float = MISSING  # dense peak at the profile's main dtype: prefill roofline
+
+    def __post_init__(self):
+        _one_of("hardware.device", self.device, DEVICES)
+        if self.memory_gib <= self.overhead_gib:
+            raise ConfigError(f"hardware.memory_gib: {self.memory_gib} must exceed overhead_gib {self.overhead_gib}")
+
+    @property
+    def budget_bytes(self) -> int:
+        return int((self.memory_gib - self.overhead_gib) * 2**30)
+
+
+@dataclass
+class ScenarioConfig:
+    name: str = MISSING
+
+
+@dataclass
+class GenerationConfig(ScenarioConfig):
+    """Batch-1 generation of new_tokens tokens after a prompt, greedy, no early stop at EOS."""
+
+    name: str = "generation"
+    prompt_len: int = 1
+    new_tokens: int = 256
+    window: int = 64  # tokens per throughput/memory sample
+    batch_size: int = 1
+    prefill_mode: str = "parallel"
+    chunk_size: int = 1  # sequential prefill only
+    kv_cache: str = "dynamic"  # Transformers: transformers' DynamicCache or StaticCache
+    warmup_tokens: int = 16  # generated (and discarded) before the measured repeats
+    repeats: int = 3
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("prompt_len", "new_tokens", "window", "batch_size", "chunk_size", "repeats"):
+            _positive(f"scenario.{name}", getattr(self, name))
+        _one_of("scenario.prefill_mode", self.prefill_mode, PREFILL_MODES)
+        _one_of("scenario.kv_cache", self.kv_cache, KV_CACHES)
+        if self.warmup_tokens < 0:
+            raise ConfigError(f"scenario.warmup_tokens: must be >= 0, got {self.warmup_tokens}")
+
+
+@dataclass
+class ImplementationConfig(ScenarioConfig):
+    """The in-repo Mamba against transformers' (Falcon)Mamba on identical weights."""
+
+    name: str = "implementation"
+    prompt_len: int = 1024  # parallel prefill, all logits (as transformers computes them)
+    decode_tokens: int = 32
+    memory_prompt_len: int = 4096  # prefill activation memory, last-position logits
+    warmup: int = 1
+    repeats: int = 3
+    batch_size: int = 1
+
+    def __post_init__(self):
+        for name in ("prompt_len", "decode_tokens", "memory_prompt_len", "repeats", "batch_size"):
+            _positive(f"scenario.{name}", getattr(self, name))
+
+
+@dataclass
+class BenchConfig:
+    model: ModelConfig = MISSING
+    scenario: Any = MISSING
+    hardware: HardwareConfig = MISSING
+    experiment: str = "default"
+    dtype: str = "float32"  # one dtype for every model of a comparison
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default
+    skip_existing: bool = True  # a finished run (results present, no failure) is not run again
+    isolate: bool = True  # measure in a fresh process, so memory state never leaks between jobs
+    results_dir: str = "results"
+    tags: List[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        _one_of("dtype", self.dtype, DTYPES)
+        if self.threads < 0:
+            raise ConfigError(f"threads: must be >= 0, got {self.threads}")
+
+
+SCENARIO_SCHEMAS = {"generation": GenerationConfig, "implementation": ImplementationConfig}
+
+
+def register_configs(extra_scenarios: dict | None = None):
+    cs = ConfigStore.instance()
+    cs.store(name="bench_schema", node=BenchConfig)
+    cs.store(group="model", name="model_schema", node=ModelConfig)
+    cs.store(group="hardware", name="hardware_schema", node=HardwareConfig)
+    for name, schema in {**SCENARIO_SCHEMAS, **(extra_scenarios or {})}.items():
+        cs.store(group="scenario", name=f"{name}_schema", node=schema)

@@ -1,0 +1,1 @@
+"""Leaderboard evaluations (lm-eval, lighteval) offline, with Open LLM Leaderboard normalization."""

@@ -1,0 +1,193 @@
+"""Finds run directories, reads each one, and keeps the good ones apart from the bad.
+
+A run directory is any directory that holds one of results.parquet, results.csv, config.yaml or
+meta.json (hidden directories such as Hydra's .hydra/ and submitit's .submitit/ are not runs).
+Results are read from results.parquet, or from results.csv when the parquet file is missing or
+unreadable. A run without readable results, or whose rows fail validation, becomes a `Skipped`
+entry with the reason; it never stops the other runs from being reported.
+
+Each good run's rows get a few columns from its own files, so that plots and the notebook
+work from the combined table alone: run_dir, git_sha, weights (random/pretrained/unknown, from
+config.yaml) and bandwidth_gbps (the hardware profile's memory bandwidth, GB/s, if any).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from bench.report.validate import validate
+from bench.schema import COLUMNS
+
+RESULT_FILES = ("results.parquet", "results.csv")
+MARKERS = RESULT_FILES + ("config.yaml", "meta.json")
+# Columns the report adds to every row, from the run's directory, meta.json and config.yaml.
+RUN_INFO_COLUMNS = ["run_dir", "git_sha", "weights", "bandwidth_gbps"]
+
+
+@dataclass
+class Run:
+    path: Path
+    rows: pd.DataFrame
+    config: dict
+    meta: dict
+    notes: list[str] = field(default_factory=list)  # problems that did not stop the run being used
+
+
+@dataclass
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass
+class Collection:
+    runs: list[Run]
+    skipped: list[Skipped]
+    missing_roots: list[Path]
+
+    def table(self) -> pd.DataFrame:
+        """All rows of all good runs: schema columns first, then extras, then the run info."""
+        if not self.runs:
+            return pd.DataFrame(columns=COLUMNS + ["status"] + RUN_INFO_COLUMNS)
+        df = pd.concat([r.rows for r in self.runs], ignore_index=True)
+        extras = [c for c in df.columns if c not in COLUMNS and c not in RUN_INFO_COLUMNS]
+        return _parquet_safe(df[COLUMNS + extras + RUN_INFO_COLUMNS])
+
+
+def find_run_dirs(roots: list[Path], exclude: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """Run directories under the roots, sorted, and the roots that do not exist."""
+    found, missing = set(), []
+    exclude = exclude.resolve() if exclude else None
+    for root in roots:
+        if not root.exists():
+            missing.append(root)
+            continue
+        for dirpath, dirnames, filenames in os.walk(root):
+            here = Path(dirpath)
+            # Skip hidden directories and the report's own output directory.
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                                 and (exclude is None or (here / d).resolve() != exclude))
+            if any(m in filenames for m in MARKERS):
+                found.add(here)
+    return sorted(found), missing
+
+
+def load(roots: list[Path], exclude: Path | None = None) -> Collection:
+    dirs, missing = find_run_dirs(roots, exclude)
+    runs, skipped = [], []
+    for path in dirs:
+        try:
+            runs.append(read_run(path))
+        except BadRun as e:
+            skipped.append(Skipped(path, str(e)))
+    return Collection(runs, skipped, missing)
+
+
+class BadRun(Exception):
+    """A run directory that cannot be used; the message says why."""
+
+
+def read_run(path: Path) -> Run:
+    notes: list[str] = []
+    meta = _read_optional(path / "meta.json", json.loads, notes)
+    config = _read_optional(path / "config.yaml", yaml.safe_load, notes)
+    frame = _read_results(path, notes)
+    rows, errors, more_notes = validate(frame)
+    if errors:
+        raise BadRun("; ".join(errors))
+    notes += more_notes
+    rows["run_dir"] = str(path)
+    rows["git_sha"] = meta.get("git_sha")
+    rows["weights"] = weights_kind(config)
+    rows["bandwidth_gbps"] = bandwidth_gbps(config)
+    return Run(path, rows, config, meta, notes)
+
+
+def _read_results(path: Path, notes: list[str]) -> pd.DataFrame:
+    present = [f for f in RESULT_FILES if (path / f).is_file()]
+    if not present:
+        others = sorted(p.name for p in path.iterdir())
+        raise BadRun(f"no results file (results.parquet or results.csv); directory holds only {others}")
+    failures = []
+    for name in present:
+        try:
+            reader = pd.read_parquet if name.endswith(".parquet") else pd.read_csv
+            frame = reader(path / name)
+        except Exception as e:  # noqa: BLE001 - any reader error means "corrupt file"
+            failures.append(f"{name} unreadable ({type(e).__name__}: {_first_line(e)})")
+            continue
+        notes += [f"{f}; used {name}" for f in failures]
+        return frame
+    raise BadRun("; ".join(failures))
+
+
+def _read_optional(path: Path, parse, notes: list[str]) -> dict:
+    """A parsed meta.json/config.yaml, or {} with a note when it is missing or unreadable."""
+    if not path.is_file():
+        notes.append(f"no {path.name}")
+        return {}
+    try:
+        data = parse(path.read_text())
+    except Exception as e:  # noqa: BLE001
+        notes.append(f"{path.name} unreadable ({type(e).__name__}: {_first_line(e)})")
+        return {}
+    if not isinstance(data, dict):
+        notes.append(f"{path.name} is not a mapping")
+        return {}
+    return data
+
+
+def _first_line(e: Exception) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:200] if text else ""
+
+
+def _get(config: dict, *keys):
+    for key in keys:
+        if not isinstance(config, dict):
+            return None
+        config = config.get(key)
+    return config
+
+
+def weights_kind(config: dict) -> str:
+    """'random', 'pretrained' or 'unknown', from the model section of config.yaml.
+
+    Looks at model.weights ('random'/'pretrained'), then model.pretrained (bool), then
+    model.path / model.pretrained_path (a local checkpoint means pretrained weights).
+    """
+    weights = _get(config, "model", "weights")
+    if isinstance(weights, str) and weights in ("random", "pretrained"):
+        return weights
+    pretrained = _get(config, "model", "pretrained")
+    if isinstance(pretrained, bool):
+        return "pretrained" if pretrained else "random"
+    if _get(config, "model", "path") or _get(config, "model", "pretrained_path"):
+        return "pretrained"
+    return "unknown"
+
+
+def bandwidth_gbps(config: dict) -> float:
+    """The hardware profile's memory bandwidth in GB/s (config.yaml hardware.bandwidth_gbps), or NaN."""
+    value = _get(config, "hardware", "bandwidth_gbps")
+    try:
+        return float(value) if value is not None else float("nan")
+    except (TypeError, ValueError):
+        return float("nan")
+
+
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns mixing types (e.g. bools and strings from different runs) as strings."""
+    df = df.copy()
+    for col in df.columns:
+        if df[col].dtype == object:
+            kinds = {type(v) for v in df[col].dropna()}
+            if len(kinds) > 1 or (kinds and kinds != {str}):
+                df[col] = df[col].map(lambda v: v if pd.isna(v) else str(v)).astype("string")
+    return df

@@ -1,0 +1,78 @@
+"""Checks one run's result table against the tidy schema (bench/schema.py).
+
+`validate(frame)` coerces the column types in place of a copy and returns (frame, errors,
+notes). Any error means the run is skipped and named in the report; notes are kept as
+caveats. The checks are the schema's promises: every column of COLUMNS is present, numeric
+columns hold numbers (inf allowed: an unbounded max prompt length), the columns that name a
+row are never empty, and the enumerated columns hold only their allowed values.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.schema import ARCHS, COLUMNS, SOURCES
+
+STATUSES = ("ok", "failed")
+VERDICTS = ("bounded", "unbounded", "weights_exceed_budget")
+PREFILL_MODES = ("parallel", "sequential")
+SCENARIOS = ("generation", "implementation", "max_seq_len", "leaderboard")
+
+# Column -> allowed values; checked on non-empty cells only, and only where the column exists.
+ALLOWED = {"arch": ARCHS, "source": SOURCES, "status": STATUSES, "verdict": VERDICTS,
+           "prefill_mode": PREFILL_MODES}
+# Core and known extra columns that hold numbers. Extra columns missing from a run are fine.
+NUMERIC = ["params", "vocab_size", "chunk_size", "batch_size", "prompt_len", "step", "value",
+           "repeat", "budget_bytes", "slope", "raw", "normalized", "n_samples", "stderr"]
+# Every row must say which run, scenario, model and measurement it is.
+NOT_NULL = ["run_id", "scenario", "model", "metric", "source"]
+
+
+def validate(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """Returns (typed copy of frame, errors, notes). Errors make the run unusable."""
+    errors: list[str] = []
+    notes: list[str] = []
+    df = frame.copy()
+    if df.empty:
+        return df, ["results file has no rows"], notes
+
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        errors.append(f"missing required columns: {', '.join(missing)}")
+        return df, errors, notes
+
+    # A harness that never writes `status` has only successful rows.
+    if "status" not in df.columns:
+        df["status"] = "ok"
+    df["status"] = df["status"].where(df["status"].notna(), "ok")
+
+    for col in (c for c in NUMERIC if c in df.columns):
+        # Booleans and strings such as "inf" coerce to numbers; anything else becomes NaN.
+        coerced = pd.to_numeric(df[col], errors="coerce")
+        bad = coerced.isna() & df[col].notna() & (df[col].astype(str).str.strip() != "")
+        if bad.any():
+            errors.append(f"column {col!r} has {int(bad.sum())} non-numeric values, e.g. {df.loc[bad, col].iloc[0]!r}")
+        df[col] = coerced.astype("float64")
+
+    for col in NOT_NULL:
+        empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+        if empty.any():
+            errors.append(f"column {col!r} is empty in {int(empty.sum())} rows")
+
+    for col, allowed in ALLOWED.items():
+        if col not in df.columns:
+            continue
+        values = df[col].dropna().astype(str)
+        values = values[values.str.strip() != ""]
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            errors.append(f"column {col!r} has values {unknown}; allowed: {list(allowed)}")
+
+    ok = df["status"] == "ok"
+    no_value = ok & df["value"].isna()
+    if no_value.any():
+        notes.append(f"{int(no_value.sum())} successful rows have no value")
+    unknown_scenarios = sorted(set(df["scenario"].dropna().astype(str)) - set(SCENARIOS))
+    if unknown_scenarios:
+        notes.append(f"scenario(s) {unknown_scenarios} have no dedicated report section; shown as plain tables")
+    return df, errors, notes

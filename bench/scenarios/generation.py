@@ -1,0 +1,83 @@
+"""Generation throughput and memory as the number of generated tokens grows.
+
+Batch `batch_size`, a random prompt of `prompt_len` tokens, then `new_tokens` greedy tokens with
+no early stop. The loop is the same for every backend: prefill, then backend.step per token.
+Every `window` tokens it records the window's tokens/s and the memory so far (CUDA: peak
+allocated and reserved; CPU: process RSS), plus the bytes held by the inference state (the
+SSM cache, or the KV cache). Warm-up tokens run first and are discarded; each repeat then
+reports time to first token and overall decode throughput, summarised as median/min/max.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+from tqdm import tqdm
+
+from bench.device import memory_readings, reset_peak_memory, synchronize
+from bench.schema import BYTES, SECONDS, TOKENS_PER_S
+
+
+def run(cfg, backend) -> list[dict]:
+    sc = cfg.scenario
+    generator = torch.Generator().manual_seed(cfg.seed)
+    prompt = torch.randint(0, backend.vocab_size(), (sc.batch_size, sc.prompt_len), generator=generator)
+    prompt = prompt.to(backend.device)
+    common = {"prefill_mode": sc.prefill_mode, "chunk_size": sc.chunk_size if sc.prefill_mode == "sequential" else None,
+              "prompt_len": sc.prompt_len, "source": "measured", "kv_cache": sc.kv_cache}
+
+    if sc.warmup_tokens:
+        _generate(backend, prompt, sc, sc.warmup_tokens, window=sc.warmup_tokens, progress=False)
+
+    rows, ttfts, throughputs = [], [], []
+    for repeat in range(sc.repeats):
+        ttft, decode_tps, windows = _generate(backend, prompt, sc, sc.new_tokens, sc.window, sc.progress,
+                                              desc=f"{cfg.model.name} {repeat + 1}/{sc.repeats}")
+        ttfts.append(ttft)
+        throughputs.append(decode_tps)
+        for w in windows:
+            step = w.pop("step")
+            rows += [{**common, "repeat": repeat, "step": step, "metric": m, "value": v,
+                      "unit": TOKENS_PER_S if m == "window_throughput" else BYTES} for m, v in w.items()]
+        rows.append({**common, "repeat": repeat, "step": sc.new_tokens, "metric": "ttft", "value": ttft, "unit": SECONDS})
+        rows.append({**common, "repeat": repeat, "step": sc.new_tokens, "metric": "decode_throughput",
+                     "value": decode_tps, "unit": TOKENS_PER_S})
+    for metric, values, unit in (("ttft", ttfts, SECONDS), ("decode_throughput", throughputs, TOKENS_PER_S)):
+        for stat, fn in (("median", statistics.median), ("min", min), ("max", max)):
+            rows.append({**common, "step": sc.new_tokens, "metric": metric, "stat": stat, "value": fn(values),
+                         "unit": unit})
+    return rows
+
+
+@torch.inference_mode()
+def _generate(backend, prompt, sc, new_tokens: int, window: int, progress: bool, desc: str = ""):
+    """Greedy generation of new_tokens tokens; returns (ttft s, decode tokens/s, window records)."""
+    device = backend.device
+    reset_peak_memory(device)
+    synchronize(device)
+    start = time.perf_counter()
+    logits, state = backend.prefill(prompt, mode=sc.prefill_mode, chunk_size=sc.chunk_size)
+    token = logits.argmax(dim=-1)
+    synchronize(device)
+    first = time.perf_counter()
+    windows, window_start, produced, window_from = [], first, 1, 1  # the prefill produced the first token
+    with tqdm(total=new_tokens, desc=desc, disable=not progress, unit="tok", leave=False) as bar:
+        bar.update(1)
+        while produced < new_tokens:
+            token = backend.step(token, state).argmax(dim=-1)
+            produced += 1
+            if produced % window == 0 or produced == new_tokens:
+                synchronize(device)
+                now = time.perf_counter()
+                tokens_in_window, window_from = produced - window_from, produced
+                tps = tokens_in_window * sc.batch_size / (now - window_start)
+                windows.append({"step": produced, "window_throughput": tps, "state_bytes": backend.state_nbytes(state),
+                                **memory_readings(device)})
+                bar.update(tokens_in_window)
+                bar.set_postfix(tok_s=f"{tps:.0f}")
+                window_start = now
+    end = time.perf_counter()
+    decode_tps = (new_tokens - 1) * sc.batch_size / (end - first) if new_tokens > 1 else float("nan")
+    return first - start, decode_tps, windows

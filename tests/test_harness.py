@@ -1,0 +1,155 @@
+"""The harness core: config validation, matched baselines, atomic and resumable results, sweeps."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from bench import runner
+from bench.backends import get_backend_class
+from bench.config import ConfigError, register_configs
+from bench.schema import COLUMNS
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = str(REPO / "configs")
+register_configs()
+
+# Shrink what the tiny presets measure so each job takes a second or two.
+FAST = ["scenario.new_tokens=24", "scenario.window=8", "scenario.repeats=1", "scenario.warmup_tokens=2",
+        "scenario.progress=false", "model.vocab_size=512", "isolate=false"]
+
+
+def load(overrides=()):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    return OmegaConf.to_object(cfg)
+
+
+def test_every_model_preset_composes_with_matched_vocab():
+    for path in sorted((REPO / "configs" / "model").glob("*.yaml")):
+        cfg = load([f"model={path.stem}"])
+        assert cfg.model.vocab_size == 65024, path.stem
+        assert cfg.model.arch in ("ssm", "transformer")
+
+
+@pytest.mark.parametrize("override,message", [
+    (["model.weights=downloaded"], "model.weights: 'downloaded' is not one of"),
+    (["dtype=int8"], "dtype: 'int8'"),
+    (["scenario.prefill_mode=sideways"], "scenario.prefill_mode"),
+    (["scenario.new_tokens=0"], "scenario.new_tokens: must be >= 1"),
+    (["model.weights=pretrained"], "model.path: required"),
+    (["hardware.device=tpu"], "hardware.device"),
+])
+def test_impossible_values_fail_with_the_field_name(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load(override)
+
+
+@pytest.mark.parametrize("override", [["scenario.new_tokenz=5"], ["scenario.new_tokens=many"], ["model.colour=red"]])
+def test_unknown_keys_and_wrong_types_fail_at_composition(override):
+    with pytest.raises(ConfigCompositionException):
+        load(override)
+
+
+def test_cli_config_error_is_one_line(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "bench", "model=tiny_llama", "dtype=int8", f"results_dir={tmp_path}",
+                          "hydra.mode=RUN"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("ssm-bench: config error: dtype: 'int8'")
+
+
+@pytest.mark.parametrize("model", ["tiny_mamba", "tiny_llama", "tiny_mistral"])
+def test_backends_share_vocab_dtype_and_interface(model):
+    cfg = load([f"model={model}"])
+    backend = get_backend_class(cfg.model.impl)(cfg.model, torch.device("cpu"), torch.float32)
+    backend.load()
+    assert backend.vocab_size() == 65024
+    logits, state = backend.prefill(torch.tensor([[1, 2, 3]]))
+    assert logits.shape == (1, 65024) and logits.dtype == torch.float32
+    assert backend.step(logits.argmax(-1), state).shape == (1, 65024)
+    assert backend.state_nbytes(state) > 0
+
+
+def test_generation_rows_are_tidy_and_memory_trends_differ(tmp_path):
+    """The KV cache grows with every generated token; the SSM state does not."""
+    states = {}
+    for model in ("tiny_mamba", "tiny_llama"):
+        cfg = load([f"model={model}", *FAST, "scenario.new_tokens=64", "scenario.window=16"])
+        table = runner.run_job(cfg, tmp_path / model)
+        assert list(table.columns[:len(COLUMNS)]) == COLUMNS
+        assert (table["status"] == "ok").all() and (table["vocab_size"] == 512).all()
+        windows = table[(table.metric == "window_throughput")]
+        assert windows["step"].tolist() == [16, 32, 48, 64] and (windows["value"] > 0).all()
+        states[model] = table[table.metric == "state_bytes"]["value"].tolist()
+        medians = table[(table.metric == "decode_throughput") & (table["stat"] == "median")]
+        assert len(medians) == 1 and medians["value"].iloc[0] > 0
+    assert len(set(states["tiny_mamba"])) == 1  # constant
+    llama = states["tiny_llama"]
+    assert all(b > a for a, b in zip(llama, llama[1:]))  # growing
+    # 2 layers x (k, v) x 1 KV head x 32 dims x 4 bytes per token; 64 tokens = prompt 1 + 63 steps
+    assert llama[-1] == 2 * 2 * 1 * 32 * 4 * 64
+
+
+def test_results_are_atomic_and_a_finished_run_is_skipped(tmp_path):
+    cfg = load(["model=tiny_mamba", *FAST])
+    first = runner.run_job(cfg, tmp_path)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["config.yaml", "meta.json", "results.csv", "results.parquet"]  # no temporaries left
+    assert runner.run_job(cfg, tmp_path) is None  # skipped
+    cfg.skip_existing = False
+    assert runner.run_job(cfg, tmp_path)["run_id"].iloc[0] != first["run_id"].iloc[0]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "results.csv").iloc[:, :5],
+                                  pd.read_parquet(tmp_path / "results.parquet").iloc[:, :5], check_dtype=False)
+
+
+def test_interrupted_write_keeps_the_old_table(tmp_path, monkeypatch):
+    target = tmp_path / "results.csv"
+    target.write_text("old")
+
+    def crash(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        runner.write_atomic(target, b"new, half written")
+    assert target.read_text() == "old"
+
+
+def test_a_failed_run_leaves_a_failure_row_and_is_retried(tmp_path):
+    cfg = load(["model=tiny_llama", *FAST, "model.weights=pretrained", f"model.path={tmp_path / 'nowhere'}"])
+    table = runner.run_job(cfg, tmp_path / "run")
+    assert table["status"].tolist() == ["failed"]
+    assert "nowhere" in table["error"].iloc[0]
+    assert not runner.is_finished(tmp_path / "run")  # a rerun tries again
+
+
+def test_isolated_process_death_becomes_a_failure_row(tmp_path, monkeypatch):
+    cfg = load(["model=tiny_mamba", *FAST, "isolate=true"])
+    monkeypatch.setattr(runner, "measure", _die)
+    table = runner.run_job(cfg, tmp_path)
+    assert table["status"].tolist() == ["failed"] and "died" in table["error"].iloc[0]
+
+
+def _die(cfg):
+    os._exit(9)
+
+
+def test_real_multirun_runs_each_job_in_its_own_process(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "-m", f"results_dir={tmp_path}",
+         *[o for o in FAST if not o.startswith(("isolate", "scenario.new_tokens"))],
+         "isolate=true", "model=tiny_mamba,tiny_llama", "scenario.new_tokens=8,16"],
+        cwd=REPO, capture_output=True, text=True, timeout=400)
+    assert out.returncode == 0, out.stderr[-2000:]
+    runs = sorted(tmp_path.glob("multirun/smoke/*/results.parquet"))
+    assert len(runs) == 4, out.stderr[-2000:]
+    table = pd.concat(pd.read_parquet(p) for p in runs)
+    assert set(table["model"]) == {"tiny_mamba", "tiny_llama"} and (table["status"] == "ok").all()
+    assert set(table[table.metric == "decode_throughput"]["step"]) == {8, 16}
