@@ -30,11 +30,17 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q
 
-# Our Mamba against transformers' FalconMamba on the same weights: speed and memory ratios.
-bench-implementation: $(STAMP)
-	$(PY) -m bench.implementation
+# The main job: tiny in-repo Mamba, Llama and Mistral generating on the CPU (experiment=smoke).
+bench: $(STAMP)
+	$(PY) -m bench
 
-bench: bench-implementation
+# Generation throughput and memory over 16k tokens, tiny models, CPU.
+bench-throughput: $(STAMP)
+	$(PY) -m bench experiment=throughput_16k
+
+# The in-repo Mamba against transformers' FalconMamba on the same weights: speed and memory ratios.
+bench-implementation: $(STAMP)
+	$(PY) -m bench experiment=implementation
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -1,22 +1,38 @@
-"""Picks the selective-scan implementation for a call and records which one ran.
+"""Picks the implementation of each selective-scan op for a call and records which one ran.
 
-mamba_ssm's CUDA kernel is used when it is installed, the tensors are on CUDA and no initial
-state is passed (its selective_scan_fn takes none); otherwise our chunked PyTorch scan runs.
+Prefill scan, on CUDA tensors:
+- mamba_ssm's CUDA kernel when it is installed and no initial state is passed (its
+  selective_scan_fn takes none);
+- else our Triton kernel (models/ops/triton_selective_scan.py), which takes an initial state,
+  so chunked and sequential prefill stay on the GPU path;
+- else, and on every other device, our chunked PyTorch scan.
+Decode (one token), on CUDA tensors: the Triton state and conv updates; else PyTorch.
+
 `used` collects the names of the paths taken, so that results can say which code was measured.
+`use_triton = False` sends CUDA tensors to the PyTorch code (to time it against the kernels).
 """
 
 from __future__ import annotations
 
 from torch import Tensor
 
-from models.ops.selective_scan import selective_scan_chunked
+from models.ops import causal_conv
+from models.ops import selective_scan as torch_ops
 
 try:  # optional: the reference CUDA kernels
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _mamba_ssm_scan
 except ImportError:
     _mamba_ssm_scan = None
 
+try:  # optional: our Triton kernels (pip install triton; they run on CUDA tensors only)
+    from models.ops.triton_selective_scan import selective_scan_triton as _triton_scan
+    from models.ops.triton_state_update import conv_state_update_triton as _triton_conv_update
+    from models.ops.triton_state_update import selective_state_update_triton as _triton_state_update
+except ImportError:
+    _triton_scan = _triton_conv_update = _triton_state_update = None
+
 used: set[str] = set()
+use_triton: bool = True
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
@@ -31,5 +47,29 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
             return_last_state=True,
         )
         return y.transpose(1, 2), last_state.float()
+    if _triton_scan is not None and use_triton and u.is_cuda:
+        used.add("triton")
+        return _triton_scan(u, delta, A, B, C, D, z, initial_state=initial_state)
     used.add("torch_chunked")
-    return selective_scan_chunked(u, delta, A, B, C, D, z, initial_state=initial_state, chunk_size=chunk_size)
+    return torch_ops.selective_scan_chunked(u, delta, A, B, C, D, z, initial_state=initial_state,
+                                            chunk_size=chunk_size)
+
+
+def selective_state_update(state: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                           D: Tensor | None = None, z: Tensor | None = None) -> Tensor:
+    """Contract of selective_scan.selective_state_update: state (b, d, n) float32, updated in place."""
+    if _triton_state_update is not None and use_triton and state.is_cuda:
+        used.add("triton_state_update")
+        return _triton_state_update(state, u, delta, A, B, C, D, z)
+    used.add("torch_state_update")
+    return torch_ops.selective_state_update(state, u, delta, A, B, C, D, z)
+
+
+def conv_state_update(conv_state: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None = None,
+                      silu: bool = True) -> Tensor:
+    """Contract of causal_conv.conv_state_update: conv_state (b, d, K) updated in place, returns (b, d)."""
+    if _triton_conv_update is not None and use_triton and conv_state.is_cuda:
+        used.add("triton_conv_update")
+        return _triton_conv_update(conv_state, x, weight, bias, silu)
+    used.add("torch_conv_update")
+    return causal_conv.conv_state_update(conv_state, x, weight, bias, silu)

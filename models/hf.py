@@ -1,0 +1,165 @@
+"""The in-repo Mamba as a transformers model: AutoConfig / AutoModelForCausalLM on import.
+
+Evaluation harnesses (lm-eval's HFLM, lighteval's transformers backend) expect a
+`PreTrainedModel`. This module wraps `models.mamba.MambaLM` in the thinnest one that works:
+
+- `SsmBenchMambaConfig` (model_type "ssm_bench_mamba") stores the `MambaConfig` fields; the
+  Mamba flavour goes in `variant` ("mamba" or "falcon_mamba"), since `model_type` names the class.
+- `SsmBenchMambaForCausalLM` registers the MambaLM's `backbone` and `lm_head` as its own
+  submodules, so its state-dict keys are the checkpoint names (backbone.*, lm_head.*) and
+  `save_pretrained` output loads with `MambaLM.from_pretrained` (and back). The MambaLM itself is
+  kept as an unregistered attribute and does the forward pass.
+
+Generation: no cache object is handed to transformers, so `generate` runs with use_cache=False and
+recomputes the whole prefix at every step (O(L^2) work). That is fine for short evaluation
+answers; for speed use `MambaLM.generate`, which carries the constant-size SSM state.
+
+Padding: Mamba has no attention mask. Right padding (lm-eval's loglikelihood batches) cannot
+change earlier positions of a causal model, but left padding (batched generation) would run the
+pad tokens through the state. So rows of a batch whose attention_mask has zeros are run one by
+one on their unpadded tokens; their padded positions get logits of 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutput
+
+from models.mamba import MambaConfig, MambaLM
+
+MODEL_TYPE = "ssm_bench_mamba"
+
+
+class SsmBenchMambaConfig(PreTrainedConfig):
+    """transformers 5 configs are dataclasses: the fields below mirror `MambaConfig`'s."""
+
+    model_type = MODEL_TYPE
+
+    variant: str = "mamba"  # MambaConfig.model_type: "mamba" or "falcon_mamba"
+    vocab_size: int = 1024
+    hidden_size: int = 64
+    num_hidden_layers: int = 2
+    state_size: int = 16
+    conv_kernel: int = 4
+    intermediate_size: int | None = None
+    time_step_rank: int | str = "auto"
+    use_bias: bool = False
+    use_conv_bias: bool = True
+    tie_word_embeddings: bool = True
+    layer_norm_epsilon: float = 1e-5
+    mixer_rms_eps: float | None = None
+    residual_in_fp32: bool = True
+    initializer_range: float = 0.02
+    time_step_min: float = 0.001
+    time_step_max: float = 0.1
+    time_step_floor: float = 1e-4
+    scan_chunk_size: int = 64
+    use_cache: bool = False  # see the module docstring: generate recomputes the prefix
+    pad_token_id: int | None = None
+    bos_token_id: int | None = None
+    eos_token_id: int | list[int] | None = None
+
+    def __post_init__(self, **kwargs):
+        # Validate and fill the derived sizes once, through MambaConfig's own rules.
+        resolved = self.to_mamba_config()
+        self.intermediate_size = resolved.intermediate_size
+        self.time_step_rank = resolved.time_step_rank
+        self.mixer_rms_eps = resolved.mixer_rms_eps
+        super().__post_init__(**kwargs)
+
+    def to_mamba_config(self) -> MambaConfig:
+        names = [n for n in MambaConfig.__dataclass_fields__ if n != "model_type"]
+        return MambaConfig(model_type=self.variant, **{n: getattr(self, n) for n in names})
+
+    @classmethod
+    def from_mamba_config(cls, config: MambaConfig, **kwargs) -> "SsmBenchMambaConfig":
+        fields = config.to_dict()
+        return cls(variant=fields.pop("model_type"), **fields, **kwargs)
+
+
+class SsmBenchMambaForCausalLM(PreTrainedModel, GenerationMixin):
+    config_class = SsmBenchMambaConfig
+    config: SsmBenchMambaConfig
+    base_model_prefix = "backbone"
+    _no_split_modules = ["MambaBlock"]
+    _is_stateful = True  # tells generate() not to expect a KV cache
+    _tied_weights_keys = {"lm_head.weight": "backbone.embeddings.weight"}
+
+    def __init__(self, config: SsmBenchMambaConfig, mamba: MambaLM | None = None):
+        super().__init__(config)
+        if mamba is None:
+            # Under from_pretrained this runs inside a meta-device context: MambaLM then stays on
+            # meta and transformers assigns the checkpoint's tensors.
+            mamba = MambaLM(config.to_mamba_config())
+        object.__setattr__(self, "mamba", mamba)  # not a submodule: keeps keys as backbone.*
+        self.backbone = mamba.backbone
+        self.lm_head = mamba.lm_head
+        self.post_init()
+
+    def _init_weights(self, module):
+        """No-op: MambaLM initialises itself (fast, vectorised) or receives loaded weights."""
+
+    def get_input_embeddings(self):
+        return self.backbone.embeddings
+
+    def set_input_embeddings(self, value):
+        self.backbone.embeddings = value
+
+    def get_output_embeddings(self):
+        return self.lm_head
+
+    def _sync(self):
+        """The MambaLM reads self.backbone / self.lm_head: after transformers swaps a submodule or
+        re-ties the head (from_pretrained, tie_weights), point the MambaLM at the current ones."""
+        if self.mamba.backbone is not self.backbone:
+            self.mamba.backbone = self.backbone
+        if self.mamba.lm_head is not self.lm_head:
+            self.mamba.lm_head = self.lm_head
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
+                logits_to_keep: int = 0, **kwargs) -> CausalLMOutput:
+        """input_ids (b, l) -> CausalLMOutput(logits (b, l or k, V) float32, loss if labels).
+
+        Extra keyword arguments from generate() (use_cache, return_dict, ...) are ignored."""
+        self._sync()
+        if attention_mask is not None and not bool(attention_mask.all()):
+            logits = self._forward_padded(input_ids, attention_mask)
+            if logits_to_keep:
+                logits = logits[:, -logits_to_keep:]
+        else:
+            # MambaLM.forward is inference-only (no autograd through the in-place scan).
+            logits = self.mamba(input_ids, logits_to_keep=logits_to_keep)
+        logits = logits.float()
+        loss = None
+        if labels is not None:  # next-token loss, as transformers' causal LMs: shift by one
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                                   ignore_index=-100)
+        return CausalLMOutput(loss=loss, logits=logits)
+
+    def _forward_padded(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Each row on its own kept tokens (mask 1), so pad tokens never enter the SSM state."""
+        out = None
+        for i in range(input_ids.shape[0]):
+            keep = attention_mask[i].bool()
+            row = self.mamba(input_ids[i, keep][None])[0]  # (kept, V)
+            if out is None:
+                out = row.new_zeros(*input_ids.shape, row.shape[-1])
+            out[i, keep] = row
+        return out
+
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
+        # No cache: every step sees the whole sequence so far.
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+
+
+def to_hf(model: MambaLM) -> SsmBenchMambaForCausalLM:
+    """Wrap a MambaLM without copying: the wrapper shares its parameters."""
+    config = SsmBenchMambaConfig.from_mamba_config(model.config)
+    return SsmBenchMambaForCausalLM(config, mamba=model).eval()
+
+
+AutoConfig.register(MODEL_TYPE, SsmBenchMambaConfig, exist_ok=True)
+AutoModelForCausalLM.register(SsmBenchMambaConfig, SsmBenchMambaForCausalLM, exist_ok=True)
