@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-all bench bench-throughput bench-implementation clean
+.PHONY: venv test test-all bench bench-throughput bench-implementation report notebook clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,15 @@ test-all: $(STAMP)
 # The main job: tiny in-repo Mamba, Llama and Mistral generating on the CPU (experiment=smoke).
 bench: $(STAMP)
 	$(PY) -m bench
+	$(PY) -m bench.report
+
+# Tables, plots, report.md and report.html from every run under results/.
+report: $(STAMP)
+	$(PY) -m bench.report
+
+# Refresh the paired .ipynb after editing notebooks/explore.py.
+notebook: $(STAMP)
+	$(VENV)/bin/jupytext --sync notebooks/explore.py
 
 # Generation throughput and memory over 16k tokens, tiny models, CPU.
 bench-throughput: $(STAMP)

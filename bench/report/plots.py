@@ -262,7 +262,7 @@ def plot_leaderboard(df: pd.DataFrame) -> Figure | None:
     ax.set_title("Leaderboard: measured vs published (hatched)")
     ax.grid(axis="y", alpha=0.3)
     ax.set_ylim(0, scores["value"].max() * 1.3)  # headroom for the legend
-    ax.legend(loc="upper left", fontsize=7, ncol=min(4, len(bars)), frameon=False)
+    ax.legend(loc="upper left", fontsize=7, ncol=2, frameon=False)
     fig.tight_layout()
     return fig
 

@@ -62,7 +62,8 @@ def build(collection: Collection, table: pd.DataFrame, figures: dict[str, object
 
 
 _CAPTIONS = {
-    "generation_throughput": "Throughput per window vs tokens generated (median over repeats; dashed: bandwidth roofline; dotted: simulated)",
+    "generation_throughput": ("Throughput per window vs tokens generated (median over repeats; "
+                              "dashed: bandwidth roofline; dotted: simulated)"),
     "generation_memory": "Memory vs tokens generated",
     "implementation_ratios": "Speed ratio per phase (1 = as fast as transformers)",
     "max_prompt_len": "Longest prompt within the memory budget, parallel vs sequential prefill",
@@ -84,11 +85,20 @@ def _join(values) -> str:
 
 # --- overview -------------------------------------------------------------------------
 
-def _duration(meta: dict) -> str:
+def _time(value) -> datetime | None:
+    """meta.json times: epoch seconds or ISO 8601 text."""
     try:
-        seconds = (datetime.fromisoformat(str(meta["end_time"])) - datetime.fromisoformat(str(meta["start_time"]))).total_seconds()
-    except (KeyError, ValueError, TypeError):
+        return datetime.fromtimestamp(float(value)) if isinstance(value, (int, float)) \
+            else datetime.fromisoformat(str(value))
+    except (ValueError, TypeError, OverflowError):
+        return None
+
+
+def _duration(meta: dict) -> str:
+    start, end = _time(meta.get("start_time")), _time(meta.get("end_time"))
+    if start is None or end is None:
         return ""
+    seconds = (end - start).total_seconds()
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
 
 
@@ -108,7 +118,8 @@ def _overview(c: Collection, table: pd.DataFrame) -> Section:
             "dtype": _join(r["dtype"]), "weights": _join(r["weights"]), "source": _join(r["source"]),
             "rows": len(r), "failed": int((r["status"] != "ok").sum()),
             "git": str(run.meta.get("git_sha", ""))[:10] + ("+dirty" if run.meta.get("git_dirty") else ""),
-            "started": str(run.meta.get("start_time", "")), "took": _duration(run.meta),
+            "started": f"{_time(run.meta.get('start_time')):%Y-%m-%d %H:%M}" if _time(run.meta.get("start_time")) else "",
+            "took": _duration(run.meta),
         })
     if rows:
         s.items.append(pd.DataFrame(rows))
@@ -191,6 +202,7 @@ def metric_table(d: pd.DataFrame, index: list[str]) -> pd.DataFrame:
     units = d.groupby("metric")["unit"].first()
     wide = d.pivot_table(index=index, columns="metric", values="value", aggfunc="median", dropna=False)
     wide = wide.dropna(how="all").reset_index()
+    wide.columns.name = None  # else HTML shows a header row named "metric"
     for metric in (m for m in wide.columns if m in units.index):
         wide[metric] = [fmt_value(v, units[metric]) for v in wide[metric]]
         wide = wide.rename(columns={metric: f"{metric} ({units[metric]})"})
@@ -273,6 +285,7 @@ def _leaderboard(d: pd.DataFrame) -> Section:
     s = Section(SCENARIO_TITLES["leaderboard"])
     scores = plots.leaderboard_scores(d)
     wide = scores.pivot_table(index=["model", "source"], columns="task", values="value").reset_index()
+    wide.columns.name = None
     for col in wide.columns[2:]:
         wide[col] = wide[col].map(lambda v: fmt_number(v, 3))
     s.items += ["Normalized score per task (the task's own row, else the mean of its subtasks).", wide]

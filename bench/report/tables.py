@@ -19,7 +19,9 @@ def fmt_bytes(n) -> str:
         return ""
     if n >= GIB:
         return f"{n / GIB:.2f} GiB"
-    return f"{n / MIB:.1f} MiB"
+    if n >= MIB:
+        return f"{n / MIB:.1f} MiB"
+    return f"{n / 1024:.1f} KiB"
 
 
 def fmt_number(x, digits: int = 3) -> str:
