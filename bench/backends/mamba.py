@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from models.mamba import MambaCache, MambaConfig, MambaLM
+from models.ops import scan_backend
 
 from bench.backends.base import Backend
 
@@ -40,6 +41,10 @@ class MambaBackend(Backend):
 
     def num_params(self) -> int:
         return self.model.num_params()
+
+    def describe(self) -> dict:
+        # Which scan/state-update code ran (mamba_ssm, triton, C, torch): called after the scenario.
+        return {**super().describe(), "kernels": ",".join(sorted(scan_backend.used))}
 
     def vocab_size(self) -> int:
         return self.model.config.vocab_size
