@@ -6,7 +6,8 @@ through memory, plus a dispatch per token. Here each thread takes a block of 16 
 walks the sequence with their (16, n) state in L1 cache: inputs are read once, y written once,
 exp() vectorised by the compiler. Nothing of size (L, d, n) or (chunk, d, n) is allocated.
 
-The kernel is compiled with the system C compiler (no torch headers, ~1 s) into a per-user
+A second function does the decode step of the causal conv (shift, insert, dot, SiLU) in one
+call instead of six dispatches. The kernels are compiled with the system C compiler (no torch headers, ~1 s) into a per-user
 cache keyed by the source's hash, and called through ctypes on contiguous float32 tensors.
 Where no compiler is found, `available()` is False and callers use the PyTorch scan.
 Same contract as selective_scan.selective_scan_ref (token-major, float32 state).
@@ -61,6 +62,21 @@ void selective_scan_fwd(const float* u, const float* delta, const float* A, cons
         }
     }
 }
+
+/* One decode step of the causal depthwise conv: conv_state (b, d, K) shifted left by one with x
+   (b, d) appended, then y = silu(<conv_state, w> + bias) (b, d). w: (d, K); bias may be NULL. */
+void conv_state_update(float* conv_state, const float* x, const float* w, const float* bias, float* y,
+                       int64_t bsz, int64_t dim, int64_t K) {
+    for (int64_t i = 0; i < bsz * dim; i++) {
+        float* s = conv_state + i * K;
+        const float* wd = w + (i % dim) * K;
+        float acc = bias ? bias[i % dim] : 0.0f;
+        for (int64_t k = 0; k < K - 1; k++) { s[k] = s[k + 1]; acc += s[k] * wd[k]; }
+        s[K - 1] = x[i];
+        acc += x[i] * wd[K - 1];
+        y[i] = acc / (1.0f + expf(-acc));
+    }
+}
 """
 CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC"]
 
@@ -87,6 +103,8 @@ def _compile() -> ctypes.CDLL:
     lib = ctypes.CDLL(str(library))
     lib.selective_scan_fwd.restype = None
     lib.selective_scan_fwd.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+    lib.conv_state_update.restype = None
+    lib.conv_state_update.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3
     return lib
 
 
@@ -133,3 +151,14 @@ def selective_state_update_cpu(state: Tensor, u: Tensor, delta: Tensor, A: Tenso
     _lib.selective_scan_fwd(*(0 if t is None else t.data_ptr() for t in inputs), state.data_ptr(), y.data_ptr(),
                             bsz, 1, dim, A.shape[1], 1)
     return y[:, 0].to(u.dtype)
+
+
+def conv_state_update_cpu(conv_state: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """Contract of causal_conv.conv_state_update with silu=True, for contiguous float32 CPU tensors."""
+    assert conv_state.dtype == torch.float32 and conv_state.is_contiguous()
+    bsz, dim, K = conv_state.shape
+    x, weight = x.contiguous(), weight.contiguous()
+    y = torch.empty(bsz, dim)
+    _lib.conv_state_update(conv_state.data_ptr(), x.data_ptr(), weight.data_ptr(),
+                           0 if bias is None else bias.data_ptr(), y.data_ptr(), bsz, dim, K)
+    return y

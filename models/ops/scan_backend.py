@@ -5,8 +5,9 @@ Prefill scan, on CUDA tensors:
   selective_scan_fn takes none);
 - else our Triton kernel (models/ops/triton_selective_scan.py), which takes an initial state,
   so chunked and sequential prefill stay on the GPU path;
-- else, and on every other device, our chunked PyTorch scan.
-Decode (one token), on CUDA tensors: the Triton state and conv updates; else PyTorch.
+- else our chunked PyTorch scan.
+On CPU tensors: our C kernels (models/ops/cpu_scan.py) when a C compiler is there, else PyTorch.
+Decode (one token): the Triton state and conv updates on CUDA, the C ones on CPU, else PyTorch.
 
 `used` collects the names of the paths taken, so that results can say which code was measured.
 `use_triton = False` sends CUDA tensors to the PyTorch code (to time it against the kernels).
@@ -14,9 +15,11 @@ Decode (one token), on CUDA tensors: the Triton state and conv updates; else PyT
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
+from torch._subclasses.fake_tensor import is_fake
 
-from models.ops import causal_conv
+from models.ops import causal_conv, cpu_scan
 from models.ops import selective_scan as torch_ops
 
 try:  # optional: the reference CUDA kernels
@@ -33,6 +36,13 @@ except ImportError:
 
 used: set[str] = set()
 use_triton: bool = True
+use_cpu_kernels: bool = True  # False sends CPU tensors to the PyTorch code (the readable twin)
+
+
+def _cpu_fast(t: Tensor) -> bool:
+    """Real CPU storage: not CUDA, meta, fake (FakeTensorMode) or being traced by torch.compile."""
+    return (use_cpu_kernels and t.device.type == "cpu" and not is_fake(t) and not torch.compiler.is_compiling()
+            and cpu_scan.available())
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
@@ -50,6 +60,9 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     if _triton_scan is not None and use_triton and u.is_cuda:
         used.add("triton")
         return _triton_scan(u, delta, A, B, C, D, z, initial_state=initial_state)
+    if _cpu_fast(u):
+        used.add("cpu_c")
+        return cpu_scan.selective_scan_cpu(u, delta, A, B, C, D, z, initial_state=initial_state)
     used.add("torch_chunked")
     return torch_ops.selective_scan_chunked(u, delta, A, B, C, D, z, initial_state=initial_state,
                                             chunk_size=chunk_size)
@@ -61,6 +74,9 @@ def selective_state_update(state: Tensor, u: Tensor, delta: Tensor, A: Tensor, B
     if _triton_state_update is not None and use_triton and state.is_cuda:
         used.add("triton_state_update")
         return _triton_state_update(state, u, delta, A, B, C, D, z)
+    if _cpu_fast(state) and state.is_contiguous():
+        used.add("cpu_c_state_update")
+        return cpu_scan.selective_state_update_cpu(state, u, delta, A, B, C, D, z)
     used.add("torch_state_update")
     return torch_ops.selective_state_update(state, u, delta, A, B, C, D, z)
 
@@ -71,5 +87,9 @@ def conv_state_update(conv_state: Tensor, x: Tensor, weight: Tensor, bias: Tenso
     if _triton_conv_update is not None and use_triton and conv_state.is_cuda:
         used.add("triton_conv_update")
         return _triton_conv_update(conv_state, x, weight, bias, silu)
+    if silu and _cpu_fast(conv_state) and conv_state.dtype == x.dtype == weight.dtype == torch.float32 \
+            and conv_state.is_contiguous():
+        used.add("cpu_c_conv_update")
+        return cpu_scan.conv_state_update_cpu(conv_state, x, weight, bias)
     used.add("torch_conv_update")
     return causal_conv.conv_state_update(conv_state, x, weight, bias, silu)
