@@ -163,3 +163,18 @@ def to_hf(model: MambaLM) -> SsmBenchMambaForCausalLM:
 
 AutoConfig.register(MODEL_TYPE, SsmBenchMambaConfig, exist_ok=True)
 AutoModelForCausalLM.register(SsmBenchMambaConfig, SsmBenchMambaForCausalLM, exist_ok=True)
+
+
+def load_mamba(path, dtype=None) -> MambaLM:
+    """A MambaLM from a local directory in any of our formats: ssm_bench_mamba (save_pretrained of
+    the wrapper), transformers' Mamba / FalconMamba, or mamba_ssm's. (MambaLM.from_pretrained
+    reads the last three; this adds the first.)"""
+    import json
+    from pathlib import Path
+
+    config_file = Path(path) / "config.json"
+    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == MODEL_TYPE:
+        wrapper = SsmBenchMambaForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
+        wrapper._sync()
+        return wrapper.mamba.eval()
+    return MambaLM.from_pretrained(path, dtype=dtype)

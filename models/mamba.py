@@ -34,7 +34,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.ops import scan_backend
-from models.ops.selective_scan import selective_scan_chunked, selective_state_update
 
 MODEL_TYPES = ("mamba", "falcon_mamba")
 
@@ -258,7 +257,7 @@ class MambaMixer(nn.Module):
         """A = -exp(A_log) in float32, (D, N); recomputed only when A_log changes."""
         if torch.compiler.is_compiling():  # a compiled graph fuses it for free
             return -torch.exp(self.A_log.float())
-        key = (self.A_log.data_ptr(), self.A_log._version, self.A_log.dtype)
+        key = (id(self.A_log), self.A_log._version, self.A_log.dtype, self.A_log.device)
         if getattr(self, "_A_key", None) != key:
             self._A_value, self._A_key = -torch.exp(self.A_log.float()), key
         return self._A_value
