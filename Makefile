@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-all bench bench-throughput bench-implementation report notebook clean
+.PHONY: venv test test-all bench bench-throughput bench-implementation bench-evals report notebook lighteval-env test-lighteval clean
 
 venv: $(STAMP)
 
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not lighteval"
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q
@@ -34,6 +34,17 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m bench
 	$(PY) -m bench.report
+
+# Leaderboard evals on local tasks: tiny Mamba and Llama, through lm-eval and lighteval.
+bench-evals: $(STAMP) lighteval-env
+	$(PY) -m bench experiment=evals_smoke
+
+# lighteval 0.13 cannot share a venv with hydra-core 1.3 (antlr4 4.13 vs 4.9): it gets its own.
+lighteval-env:
+	bash bench/evals/lighteval_env.sh
+
+test-lighteval: $(STAMP) lighteval-env
+	$(PY) -m pytest -q -m lighteval
 
 # Tables, plots, report.md and report.html from every run under results/.
 report: $(STAMP)

@@ -22,6 +22,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 PREFILL_MODES = ("parallel", "sequential")
 KV_CACHES = ("dynamic", "static")
+HARNESSES = {"lm_eval": ("local", "v2"), "lighteval": ("local", "v1")}  # harness -> its suites
 
 
 class ConfigError(ValueError):
@@ -132,6 +133,28 @@ class ImplementationConfig(ScenarioConfig):
 
 
 @dataclass
+class LeaderboardConfig(ScenarioConfig):
+    """Leaderboard evals: `local` tasks (shipped), `v2` (lm-eval) or `v1` (lighteval)."""
+
+    name: str = "leaderboard"
+    harness: str = "lm_eval"  # lm_eval | lighteval (its own venv, .venv-lighteval)
+    suite: str = "local"  # local | v2 (lm_eval) | v1 (lighteval)
+    tasks: Optional[List[str]] = None  # a subset of the suite's tasks (lm_eval only)
+    limit: Optional[int] = None  # examples per subtask; None = all
+    batch_size: int = 8
+    bootstrap_iters: int = 0
+    seed: int = 1234
+    v1_data_dir: Optional[str] = None  # <task>/{train,test}.jsonl exports of the v1 benchmarks
+
+    def __post_init__(self):
+        _one_of("scenario.harness", self.harness, HARNESSES)
+        _one_of("scenario.suite", self.suite, HARNESSES[self.harness])
+        _positive("scenario.batch_size", self.batch_size)
+        if self.limit is not None:
+            _positive("scenario.limit", self.limit)
+
+
+@dataclass
 class BenchConfig:
     model: ModelConfig = MISSING
     scenario: Any = MISSING
@@ -151,7 +174,8 @@ class BenchConfig:
             raise ConfigError(f"threads: must be >= 0, got {self.threads}")
 
 
-SCENARIO_SCHEMAS = {"generation": GenerationConfig, "implementation": ImplementationConfig}
+SCENARIO_SCHEMAS = {"generation": GenerationConfig, "implementation": ImplementationConfig,
+                    "leaderboard": LeaderboardConfig}
 
 
 def register_configs(extra_scenarios: dict | None = None):

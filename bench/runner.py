@@ -33,6 +33,7 @@ RESULTS = "results.parquet"
 SCENARIOS = {  # scenario name -> module with run(cfg, backend) -> rows
     "generation": "bench.scenarios.generation",
     "implementation": "bench.scenarios.implementation",
+    "leaderboard": "bench.scenarios.leaderboard",
 }
 
 

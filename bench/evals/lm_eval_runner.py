@@ -41,6 +41,14 @@ V2_DATASETS = {
 }
 
 
+# Python packages the v2 tasks' scoring code imports (lm-eval extras), and how to get them.
+V2_PACKAGES = {
+    "ifeval": (("langdetect", "immutabledict", "nltk"), 'pip install "lm-eval[ifeval]"'),
+    "math_hard": (("sympy", "math_verify"), 'pip install "lm-eval[math]" (it pins antlr4 4.11, which '
+                  "hydra-core 1.3 cannot share: use a separate venv, e.g. .venv-lighteval)"),
+}
+
+
 class DatasetNotCachedError(FileNotFoundError):
     """A benchmark dataset is not in the local Hugging Face cache (and we never download)."""
 
@@ -54,28 +62,32 @@ def suite_rules(suite: str) -> dict[str, Rule]:
 
 
 def _dataset_cached(repo: str) -> bool:
-    """True when `repo` is in the hub cache (datasets--org--name) or the datasets cache (org___name)."""
+    """True when `repo` is in the datasets cache (HF_DATASETS_CACHE/org___name), which is what
+    `datasets.load_dataset` reads offline. (A hub-cache snapshot alone is not enough: measured
+    here, offline load_dataset then raises "Couldn't reach ... (OfflineModeIsEnabled)".)"""
     from datasets import config as ds_config
-    from huggingface_hub import constants
 
     org, name = repo.split("/")
-    hub = Path(constants.HF_HUB_CACHE) / f"datasets--{org}--{name}" / "snapshots"
-    if hub.is_dir() and any(hub.iterdir()):
-        return True
     ds_cache = Path(ds_config.HF_DATASETS_CACHE)
     wanted = f"{org}___{name}".lower()
     return ds_cache.is_dir() and any(p.name.lower() == wanted for p in ds_cache.iterdir())
 
 
 def check_v2_data(tasks=tuple(V2_RULES)) -> None:
-    """Fail fast, one line, when a v2 dataset (or IFEval's nltk data) is not available offline."""
+    """Fail fast, one line, when a v2 dataset, a scoring package or IFEval's nltk data is missing."""
+    import importlib.util
+
     for task in tasks:
+        packages, how = V2_PACKAGES.get(task, ((), ""))
+        missing = [p for p in packages if importlib.util.find_spec(p) is None]
+        if missing:
+            raise ModuleNotFoundError(f"v2 task {task!r} needs package(s) {missing}: {how}")
         repo = V2_DATASETS[task]
         if not _dataset_cached(repo):
             raise DatasetNotCachedError(
                 f"v2 task {task!r} needs dataset {repo!r}, which is not in the local Hugging Face cache "
-                f"(HF_HOME={os.environ.get('HF_HOME', '~/.cache/huggingface')}): on a machine with network run "
-                f"`huggingface-cli download --repo-type dataset {repo}` and copy its HF_HOME here, or point HF_HOME at one")
+                f"(HF_DATASETS_CACHE): on a machine with network, run lm-eval once on {V2_RULES[task].group!r} (or "
+                f"datasets.load_dataset({repo!r}, ...) for each subset) and copy its HF_HOME here, or point HF_HOME at one")
     if "ifeval" in tasks:
         import nltk
 
@@ -136,11 +148,12 @@ def _save(results: dict, out_dir: Path) -> None:
 
 def run_lm_eval(model, tokenizer, suite: str, out_dir: str | Path, limit: int | float | None = None,
                 batch_size: int = 8, bootstrap_iters: int = 0, seed: int = 1234,
-                max_length: int = 2048) -> list[dict]:
+                max_length: int = 2048, tasks: list[str] | None = None) -> list[dict]:
     """Evaluate `model` (MambaLM, its transformers wrapper, or a transformers causal LM) on a suite.
 
     limit: examples per subtask (None: all). bootstrap_iters: lm-eval's stderr bootstrap (0: off,
-    stderr still given for mean metrics). Returns the tidy rows of bench.evals.rows.
+    stderr still computed for mean metrics). tasks: a subset of the suite's task names (None: all;
+    the average row then covers only those). Returns the tidy rows of bench.evals.rows.
     """
     from lm_eval import simple_evaluate
     from lm_eval.tasks import TaskManager
@@ -148,11 +161,16 @@ def run_lm_eval(model, tokenizer, suite: str, out_dir: str | Path, limit: int | 
     from bench.evals.lm_eval_model import TorchLM
 
     rules = suite_rules(suite)
+    if tasks is not None:
+        unknown = sorted(set(tasks) - rules.keys())
+        if unknown:
+            raise ValueError(f"unknown {suite} task(s) {unknown}; choose from {sorted(rules)}")
+        rules = {name: rule for name, rule in rules.items() if name in tasks}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Index only the tasks we run: indexing all of lm-eval's ~14k YAML files takes ~25 s here.
     if suite == "v2":
-        check_v2_data()
+        check_v2_data(tuple(rules))
         import lm_eval.tasks
 
         include = Path(lm_eval.tasks.__file__).parent / "leaderboard"

@@ -1,0 +1,47 @@
+"""Leaderboard evals of one model: lm-evaluation-harness (v2, HF-normalized) or lighteval (v1).
+
+The model comes from the backend (random weights from our configs, or a local directory); the
+suite is `local` (our generated tasks, no download), `v2` (lm-eval, datasets from the local HF
+cache) or `v1` (lighteval, JSONL exports). The work is done by bench/evals; this module maps the
+Hydra config onto it. lm-eval's results JSON and per-sample logs stay in the run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+
+
+def run(cfg, backend) -> list[dict]:
+    from bench.evals.leaderboard import run_leaderboard
+
+    sc = cfg.scenario
+    tokenizer = _tokenizer(cfg, backend)
+    vocab = backend.vocab_size()
+    if len(tokenizer) > vocab:
+        raise ValueError(f"model.vocab_size: the tokenizer has {len(tokenizer)} tokens, the model only {vocab}")
+    rows = run_leaderboard(backend.model, tokenizer, backend.arch, suite=sc.suite, harness=sc.harness,
+                           out_dir=_out_dir(cfg), limit=sc.limit, batch_size=sc.batch_size,
+                           bootstrap_iters=sc.bootstrap_iters, seed=sc.seed, v1_data_dir=sc.v1_data_dir,
+                           tasks=list(sc.tasks) if sc.tasks else None)
+    for row in rows:
+        row.setdefault("source", "measured")
+    return rows
+
+
+def _tokenizer(cfg, backend):
+    if cfg.model.weights == "pretrained":
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(cfg.model.path, local_files_only=True)
+    from bench.evals.local_tasks import local_tokenizer
+
+    return local_tokenizer()  # random weights: the small tokenizer trained on our local tasks
+
+
+def _out_dir(cfg) -> Path:
+    try:
+        return Path(HydraConfig.get().runtime.output_dir) / "evals"
+    except ValueError:  # called outside a Hydra app (tests)
+        return Path(cfg.results_dir) / "evals"

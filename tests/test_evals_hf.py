@@ -1,0 +1,61 @@
+"""The in-repo Mamba as a transformers Auto model (models/hf.py)."""
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from models.hf import SsmBenchMambaConfig, SsmBenchMambaForCausalLM, load_mamba, to_hf
+from models.mamba import MambaConfig, MambaLM
+
+
+@pytest.fixture(params=["falcon_untied", "mamba_tied"])
+def mamba(request):
+    torch.manual_seed(0)
+    if request.param == "falcon_untied":
+        config = MambaConfig(model_type="falcon_mamba", vocab_size=97, hidden_size=32, tie_word_embeddings=False)
+    else:
+        config = MambaConfig(vocab_size=97, hidden_size=32)
+    return MambaLM(config).eval()
+
+
+def test_state_dict_keys_are_checkpoint_names(mamba):
+    wrapper = to_hf(mamba)
+    assert set(wrapper.state_dict()) == set(mamba.state_dict())
+    assert wrapper.backbone.embeddings.weight is mamba.backbone.embeddings.weight  # shared, not copied
+
+
+def test_save_and_auto_load_round_trip(mamba, tmp_path):
+    x = torch.randint(0, 97, (2, 9))
+    to_hf(mamba).save_pretrained(tmp_path)
+    config = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(config, SsmBenchMambaConfig) and config.variant == mamba.config.model_type
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert isinstance(loaded, SsmBenchMambaForCausalLM)
+    out = loaded(x)
+    assert out.logits.dtype == torch.float32
+    torch.testing.assert_close(out.logits, mamba(x), rtol=0, atol=0)
+    torch.testing.assert_close(load_mamba(tmp_path)(x), mamba(x), rtol=0, atol=0)
+
+
+def test_generate_matches_mamba_generate(mamba):
+    x = torch.randint(0, 97, (2, 5))
+    out = to_hf(mamba).generate(x, max_new_tokens=6, do_sample=False)
+    assert torch.equal(out, mamba.generate(x, max_new_tokens=6))
+
+
+def test_left_padding_is_ignored(mamba):
+    """Rows with padding run on their kept tokens only: pads never enter the SSM state."""
+    x = torch.randint(0, 97, (2, 8))
+    mask = torch.ones_like(x)
+    mask[0, :3] = 0
+    logits = to_hf(mamba)(x, attention_mask=mask).logits
+    torch.testing.assert_close(logits[0, 3:], mamba(x[:1, 3:])[0])
+    torch.testing.assert_close(logits[1], mamba(x[1:])[0])
+
+
+def test_loss_with_labels(mamba):
+    x = torch.randint(0, 97, (1, 6))
+    out = to_hf(mamba)(x, labels=x)
+    logits = mamba(x)
+    expected = torch.nn.functional.cross_entropy(logits[0, :-1], x[0, 1:])
+    torch.testing.assert_close(out.loss, expected)

@@ -1,0 +1,127 @@
+"""lm-eval offline: local tasks, Mamba vs FalconMamba loglikelihood parity, errors, published scores."""
+
+import json
+
+import pytest
+import torch
+from transformers import FalconMambaConfig, FalconMambaForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from bench.evals.leaderboard import load_model_dir, run_leaderboard
+from bench.evals.lm_eval_runner import DatasetNotCachedError, check_v2_data, run_lm_eval
+from bench.evals.local_tasks import LOCAL_RULES, local_tokenizer
+from bench.evals.published import join_published, load_published
+from models.mamba import MambaConfig, MambaLM
+
+VOCAB = 512  # the local tokenizer's vocabulary fits
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    tok = local_tokenizer()
+    assert len(tok) <= VOCAB
+    return tok
+
+
+def _responses(out_dir, task):
+    """Per-sample loglikelihoods from lm-eval's sample log."""
+    lines = (out_dir / f"samples_{task}.jsonl").read_text().splitlines()
+    return [[float(ll) for ll, _greedy in json.loads(line)["filtered_resps"]] for line in lines]
+
+
+def test_loglikelihood_parity_with_transformers_falcon_mamba(tokenizer, tmp_path):
+    """The same weights, loaded as our MambaLM and as transformers' FalconMambaForCausalLM, give the
+    same loglikelihoods through lm-eval on a local multiple-choice task."""
+    torch.manual_seed(0)
+    hf = FalconMambaForCausalLM(FalconMambaConfig(vocab_size=VOCAB, hidden_size=32, state_size=8,
+                                                  num_hidden_layers=2, tie_word_embeddings=False)).eval()
+    with torch.no_grad():  # transformers' init leaves A rows identical and norms at 1: perturb
+        for name, p in hf.named_parameters():
+            if name.endswith(("A_log", "norm.weight", "norm_f.weight")):
+                p.add_(0.3 * torch.randn_like(p))
+    hf.save_pretrained(tmp_path / "weights")
+    ours = MambaLM.from_pretrained(tmp_path / "weights").eval()
+    theirs = FalconMambaForCausalLM.from_pretrained(tmp_path / "weights").eval()
+    for name, model in (("ours", ours), ("theirs", theirs)):
+        run_lm_eval(model, tokenizer, "local", tmp_path / name, limit=8, batch_size=4,
+                    tasks=["compare", "arithmetic"])
+    for task in ("ssmb_compare", "ssmb_arithmetic"):
+        a, b = _responses(tmp_path / "ours", task), _responses(tmp_path / "theirs", task)
+        assert len(a) == 8
+        torch.testing.assert_close(torch.tensor(a), torch.tensor(b), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["ssm", "transformer"])
+def test_full_local_run(arch, tokenizer, tmp_path):
+    torch.manual_seed(0)
+    if arch == "ssm":
+        model = MambaLM(MambaConfig(vocab_size=VOCAB, hidden_size=32)).eval()
+    else:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4,
+                                             num_key_value_heads=2)).eval()
+    rows = run_leaderboard(model, tokenizer, arch, suite="local", harness="lm_eval", out_dir=tmp_path,
+                           limit=5, batch_size=5)
+    by = {(r["task"], r["subtask"]): r for r in rows}
+    assert set(by) == {(t, s) for t in LOCAL_RULES for s in ("all", t)} | {("average", "all")}
+    for task in LOCAL_RULES:
+        row = by[(task, task)]
+        assert row["n_samples"] == 5 and 0 <= row["raw"] <= 1 and 0 <= row["normalized"] <= 100
+        assert row["unit"] == "score" and row["value"] == row["normalized"] and row["arch"] == arch
+        assert row["stderr"] is not None
+    compare = by[("compare", "compare")]
+    assert compare["normalized"] == pytest.approx(max(0.0, (compare["raw"] - 1 / 3) / (2 / 3)) * 100)
+    out = tmp_path / "lm_eval" / "local"
+    assert (out / "results.json").is_file() and (out / "samples_ssmb_boolean_expressions.jsonl").is_file()
+
+
+def test_missing_v2_dataset_is_a_clear_error(tokenizer, tmp_path, monkeypatch):
+    """No hub wait: the check runs before lm-eval touches the dataset, and names it."""
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "empty_cache")
+    with pytest.raises(DatasetNotCachedError, match="SaylorTwift/bbh.*load_dataset"):
+        check_v2_data(("bbh",))
+    model = MambaLM(MambaConfig(vocab_size=VOCAB, hidden_size=32))
+    with pytest.raises(DatasetNotCachedError, match="TIGER-Lab/MMLU-Pro"):
+        run_leaderboard(model, tokenizer, "ssm", suite="v2", harness="lm_eval", out_dir=tmp_path, tasks=["mmlu_pro"])
+
+
+def test_missing_local_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no local model weights"):
+        load_model_dir(tmp_path / "nowhere", "ssm")
+
+
+def test_unknown_suite_lists_the_choices(tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="runs suites"):
+        run_leaderboard(None, tokenizer, "ssm", suite="v1", harness="lm_eval", out_dir=tmp_path)
+
+
+def test_published_scores_and_join():
+    df = load_published()
+    assert len(df) == 9 * 7
+    falcon = df[(df.model == "Falcon Mamba 7B") & (df.suite == "v2")].set_index("task")["score"]
+    assert falcon["ifeval"] == 33.36 and falcon["average"] == 15.04
+    assert df[(df.model == "Falcon2-11B") & (df.suite == "v1")].set_index("task")["score"]["gsm8k"] == 53.83
+    measured = [{"task": "bbh", "subtask": "all", "normalized": 20.0},
+                {"task": "bbh", "subtask": "navigate", "normalized": 1.0}]
+    joined = join_published(measured, "v2", model="Falcon Mamba 7B")
+    assert len(joined) == 1 and joined["delta"].iloc[0] == pytest.approx(0.12)
+    with pytest.raises(ValueError, match="known"):
+        join_published(measured, "v2", model="GPT-9")
+
+
+def test_v2_rules_name_real_lm_eval_tasks():
+    """Every group and subtask the normalization reads exists in the installed lm-eval."""
+    from pathlib import Path
+
+    import lm_eval.tasks
+    from lm_eval.tasks import TaskManager
+
+    from bench.evals.normalization import V2_RULES
+
+    manager = TaskManager(include_path=str(Path(lm_eval.tasks.__file__).parent / "leaderboard"),
+                          include_defaults=False)
+    names = set(manager.all_tasks)
+    for rule in V2_RULES.values():
+        assert rule.group in names
+        assert {task for task, _ in rule.subtasks.values()} <= names
