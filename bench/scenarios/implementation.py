@@ -21,6 +21,7 @@ import transformers
 
 from bench.backends.transformers import TransformersBackend
 from bench.device import synchronize
+from bench.memory.trackers import make_tracker
 from bench.schema import BYTES, RATIO, TOKENS_PER_S
 
 REFERENCE_CLASSES = {"falcon_mamba": ("FalconMambaConfig", "FalconMambaForCausalLM"),
@@ -52,9 +53,7 @@ def run(cfg, backend) -> list[dict]:
         decode = _median_rate(lambda: _decode(which, prompt[:, :1], sc.decode_tokens), sc.decode_tokens * sc.batch_size,
                               sc.warmup, sc.repeats, backend.device)
         results[impl] = {"prefill_throughput": prefill, "decode_throughput": decode}
-        peak = _prefill_peak_bytes(which, sc.memory_prompt_len, vocab)
-        if peak is not None:
-            results[impl]["prefill_peak_bytes"] = peak
+        results[impl]["prefill_peak_bytes"] = _prefill_peak_bytes(which, sc.memory_prompt_len, vocab)
         for metric, value in results[impl].items():
             rows.append({"metric": metric, "value": value, "impl": impl,
                          "unit": BYTES if metric.endswith("bytes") else TOKENS_PER_S,
@@ -117,14 +116,12 @@ def _median_rate(fn, tokens: int, warmup: int, repeats: int, device) -> float:
     return statistics.median(rates)
 
 
-def _prefill_peak_bytes(backend, length: int, vocab: int) -> int | None:
+def _prefill_peak_bytes(backend, length: int, vocab: int) -> int:
     """Peak bytes allocated above the starting point during a last-logit parallel prefill."""
     prompt = torch.randint(0, vocab, (1, length)).to(backend.device)
-    try:
-        from bench.memory.trackers import make_tracker
-    except ImportError:
-        return None
-    tracker = make_tracker("cuda" if backend.device.type == "cuda" else "cpu")
-    with torch.inference_mode(), tracker.track():
+    tracker = make_tracker("cuda" if backend.device.type == "cuda" else "cpu", device=backend.device)
+    with torch.inference_mode(), tracker.track() as measurement:
         backend.prefill(prompt, logits_to_keep=1)
-    return tracker.peak_bytes
+    if measurement.oom:
+        raise torch.OutOfMemoryError(f"prefill of {length} tokens: {measurement.error}")
+    return measurement.peak_bytes

@@ -7,8 +7,11 @@ walks the sequence with their (16, n) state in L1 cache: inputs are read once, y
 exp() vectorised by the compiler. Nothing of size (L, d, n) or (chunk, d, n) is allocated.
 
 A second function does the decode step of the causal conv (shift, insert, dot, SiLU) in one
-call instead of six dispatches. The kernels are compiled with the system C compiler (no torch headers, ~1 s) into a per-user
-cache keyed by the source's hash, and called through ctypes on contiguous float32 tensors.
+call instead of six dispatches.
+
+Threads: the channel blocks are split among torch.get_num_threads() Python threads (ctypes
+drops the GIL); no OpenMP runtime is linked. The kernels are compiled with the system C
+compiler (no torch headers, ~1 s) into a per-user cache keyed by the source's hash, and called through ctypes on contiguous float32 tensors.
 Where no compiler is found, `available()` is False and callers use the PyTorch scan.
 Same contract as selective_scan.selective_scan_ref (token-major, float32 state).
 """
@@ -21,6 +24,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -31,13 +35,14 @@ SOURCE = r"""
 #include <stdint.h>
 
 /* u, delta, z, y: (b, l, d); A: (d, n); B, C: (b, l, n); D: (d); h: (b, d, n), read then updated.
-   D and z may be NULL. All float32, contiguous. */
+   D and z may be NULL. All float32, contiguous. A job is (batch, block of 16 channels); this call
+   runs jobs [job_begin, job_end), so that callers can share the jobs among threads. */
 void selective_scan_fwd(const float* u, const float* delta, const float* A, const float* B,
                         const float* C, const float* D, const float* z, float* h, float* y,
-                        int64_t bsz, int64_t len, int64_t dim, int64_t n, int nthreads) {
+                        int64_t bsz, int64_t len, int64_t dim, int64_t n, int64_t job_begin, int64_t job_end) {
     const int64_t block = 16, nblocks = (dim + block - 1) / block;
-    #pragma omp parallel for num_threads(nthreads) schedule(static)
-    for (int64_t job = 0; job < bsz * nblocks; job++) {
+    if (job_end > bsz * nblocks) job_end = bsz * nblocks;
+    for (int64_t job = job_begin; job < job_end; job++) {
         const int64_t b = job / nblocks, d0 = (job % nblocks) * block;
         const int64_t d1 = d0 + block < dim ? d0 + block : dim;
         for (int64_t t = 0; t < len; t++) {
@@ -78,7 +83,10 @@ void conv_state_update(float* conv_state, const float* x, const float* w, const 
     }
 }
 """
-CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp", "-shared", "-fPIC"]
+# -fopenmp-simd: vectorise the state loop (with libmvec's expf) without an OpenMP runtime, whose
+# spinning threads would fight torch's own pool for the cores. Threads come from Python instead.
+CFLAGS = ["-O3", "-march=native", "-ffast-math", "-fopenmp-simd", "-shared", "-fPIC"]
+JOB_CHANNELS = 16  # channels per job, as in the C source
 
 _lib = None
 _load_error: str | None = None
@@ -102,7 +110,7 @@ def _compile() -> ctypes.CDLL:
             os.replace(out, library)  # atomic: concurrent first uses never see half a library
     lib = ctypes.CDLL(str(library))
     lib.selective_scan_fwd.restype = None
-    lib.selective_scan_fwd.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 4 + [ctypes.c_int]
+    lib.selective_scan_fwd.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 6
     lib.conv_state_update.restype = None
     lib.conv_state_update.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3
     return lib
@@ -132,9 +140,25 @@ def selective_scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     u32, delta32, A32, B32, C32, D32, z32 = (f32(t) for t in (u, delta, A, B, C, D, z))
     h = torch.zeros(bsz, dim, n) if initial_state is None else initial_state.detach().to(torch.float32).clone()
     y = torch.empty(bsz, length, dim)
-    _lib.selective_scan_fwd(*(0 if t is None else t.data_ptr() for t in (u32, delta32, A32, B32, C32, D32, z32, h, y)),
-                            bsz, length, dim, n, torch.get_num_threads())
+    pointers = [0 if t is None else t.data_ptr() for t in (u32, delta32, A32, B32, C32, D32, z32, h, y)]
+    jobs = bsz * -(-dim // JOB_CHANNELS)
+    workers = min(torch.get_num_threads(), jobs)
+    if workers <= 1 or length * dim < 65536:  # small work: threads cost more than they save
+        _lib.selective_scan_fwd(*pointers, bsz, length, dim, n, 0, jobs)
+    else:  # ctypes releases the GIL, so the calls run in parallel on disjoint channel blocks
+        bounds = [jobs * i // workers for i in range(workers + 1)]
+        list(_pool(workers).map(lambda i: _lib.selective_scan_fwd(*pointers, bsz, length, dim, n, bounds[i],
+                                                                  bounds[i + 1]), range(workers)))
     return y.to(u.dtype), h
+
+
+_pools: dict[int, ThreadPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    if workers not in _pools:
+        _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="cpu_scan")
+    return _pools[workers]
 
 
 def selective_state_update_cpu(state: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
@@ -149,7 +173,7 @@ def selective_state_update_cpu(state: Tensor, u: Tensor, delta: Tensor, A: Tenso
 
     inputs = [f32(t) for t in (u, delta, A, B, C, D, z)]  # kept alive through the call
     _lib.selective_scan_fwd(*(0 if t is None else t.data_ptr() for t in inputs), state.data_ptr(), y.data_ptr(),
-                            bsz, 1, dim, A.shape[1], 1)
+                            bsz, 1, dim, A.shape[1], 0, bsz * dim)
     return y[:, 0].to(u.dtype)
 
 
