@@ -7,6 +7,9 @@ The whole module is skipped when triton is not installed.
 
 import importlib
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,9 +20,10 @@ if not CUDA:
     os.environ["TRITON_INTERPRET"] = "1"
 triton = pytest.importorskip("triton")
 
-from models.mamba import MambaConfig, MambaLM  # noqa: E402
-from models.ops import causal_conv, scan_backend, triton_selective_scan, triton_state_update  # noqa: E402
-from models.ops.selective_scan import selective_scan_ref, selective_state_update  # noqa: E402
+from models.mamba import MambaConfig, MambaLM, RMSNorm  # noqa: E402
+from models.ops import causal_conv, scan_backend, triton_fused_step, triton_selective_scan, triton_state_update  # noqa: E402,E501
+from models.ops.selective_scan import (rms_norm_ref, selective_scan_ref, selective_state_update,  # noqa: E402
+                                       selective_step_ref)
 
 if not CUDA:
     # Importing models.mamba (here or in an earlier test module) may have defined the kernels
@@ -27,6 +31,7 @@ if not CUDA:
     # ones, which it only calls on CUDA tensors.
     triton_selective_scan = importlib.reload(triton_selective_scan)
     triton_state_update = importlib.reload(triton_state_update)
+    triton_fused_step = importlib.reload(triton_fused_step)
 
 DEVICE = "cuda" if CUDA else "cpu"
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
@@ -126,14 +131,113 @@ def test_conv_update_steps_match_reference(with_bias):
         torch.testing.assert_close(state, ref_state, rtol=0, atol=0)
 
 
+def _mixer_and_step_inputs(model_type, dtype=torch.float32, seed=0, wide_dt=True):
+    """A small mixer with random A (and, with wide_dt, dt biases wide enough to reach both branches
+    of softplus: x > 20 is passed through), x, z (strided halves of one projection, as in step),
+    and a state."""
+    torch.manual_seed(seed)
+    # D = 40: ragged last block at block_d 16; N = 5: not a power of 2; R = 10: ragged at block_r 4
+    cfg = MambaConfig(model_type=model_type, hidden_size=20, intermediate_size=40, state_size=5,
+                      time_step_rank=10, num_hidden_layers=1)
+    mixer = MambaLM(cfg, device=DEVICE, dtype=dtype).backbone.layers[0].mixer
+    with torch.no_grad():
+        mixer.A_log.uniform_(-1, 2)
+        if wide_dt:
+            mixer.dt_proj.bias.copy_(torch.linspace(-12, 24, 40))
+        mixer.D.normal_()
+        mixer.x_proj.weight.normal_(0, 0.3)
+    x, z = torch.randn(2, 80, device=DEVICE, dtype=dtype).chunk(2, dim=-1)  # (b, D) each, strided
+    state = torch.randn(2, 40, 5, device=DEVICE)
+    return mixer, x, z, state
+
+
+def _step_args(mixer, x, z):
+    return (x, z, mixer.x_proj(x), mixer.dt_proj.weight, mixer.dt_proj.bias, mixer._A(), mixer.D,
+            mixer.dt_rank, mixer.d_state, mixer.mixer_rms_eps)
+
+
+@pytest.mark.parametrize("model_type", ["falcon_mamba", "mamba"])
+@torch.no_grad()
+def test_fused_step_matches_reference_and_unfused_mixer(model_type):
+    mixer, x, z, h0 = _mixer_and_step_inputs(model_type)
+    states = {"unfused": h0.clone(), "ref": h0.clone(), "fused": h0.clone()}
+    for t in range(2):  # two steps: the second starts from the state the first left
+        xt, zt = x * (t + 1), z - t
+        dt, B, C = mixer._dt_B_C(xt)  # the mixer's own (unfused) sequence, as forward runs it
+        ys = {"unfused": selective_state_update(states["unfused"], xt, dt, mixer._A(), B, C, mixer.D, zt),
+              "ref": selective_step_ref(states["ref"], *_step_args(mixer, xt, zt)),
+              "fused": triton_fused_step.selective_step_fused_triton(states["fused"], *_step_args(mixer, xt, zt),
+                                                                     block_d=16, block_r=4)}
+        for name in ("ref", "fused"):
+            torch.testing.assert_close(ys[name], ys["unfused"], **TOL[torch.float32], msg=name)
+            torch.testing.assert_close(states[name], states["unfused"], **TOL[torch.float32], msg=name)
+
+
+@torch.no_grad()
+def test_fused_step_without_gate_skip_or_bias():
+    mixer, x, _, h0 = _mixer_and_step_inputs("falcon_mamba", seed=1)
+    args = list(_step_args(mixer, x, None))
+    args[4] = args[6] = None  # no dt_proj bias, no D
+    ref_state, state = h0.clone(), h0.clone()
+    y_ref = selective_step_ref(ref_state, *args)
+    y = triton_fused_step.selective_step_fused_triton(state, *args, block_d=16, block_r=4)
+    torch.testing.assert_close(y, y_ref, **TOL[torch.float32])
+    torch.testing.assert_close(state, ref_state, **TOL[torch.float32])
+
+
+@torch.no_grad()
+def test_fused_step_bfloat16_rounds_where_pytorch_does():
+    # The norms' and dt_proj's outputs are rounded to bfloat16 on the PyTorch path, and so in the
+    # kernel. (Triton's interpreter rounds float32 -> bfloat16 toward zero, the GPU to nearest as
+    # torch does: hence the tolerances, and dt in the model's usual range, where one ulp of a
+    # rounded dt moves the state little.)
+    mixer, x, z, h0 = _mixer_and_step_inputs("falcon_mamba", dtype=torch.bfloat16, seed=2, wide_dt=False)
+    ref_state, state = h0.clone(), h0.clone()
+    y_ref = selective_step_ref(ref_state, *_step_args(mixer, x, z))
+    y = triton_fused_step.selective_step_fused_triton(state, *_step_args(mixer, x, z), block_d=16, block_r=4)
+    assert y.dtype == torch.bfloat16
+    torch.testing.assert_close(y, y_ref, **TOL[torch.bfloat16])
+    torch.testing.assert_close(state, ref_state, **TOL[torch.bfloat16])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@torch.no_grad()
+def test_rms_norm_matches_reference_and_model_norm(dtype):
+    # The block's pre-norm on the float32 residual stream; H = 37 over blocks of 16: ragged.
+    norm = RMSNorm(37, eps=1e-5, device=DEVICE, dtype=dtype)
+    norm.weight.normal_()
+    x = torch.randn(3, 37, device=DEVICE) * 4
+    expected = norm(x.to(dtype))  # as MambaBlock.forward applies it
+    torch.testing.assert_close(rms_norm_ref(x, norm.weight, norm.eps), expected, rtol=0, atol=0)
+    out = triton_fused_step.rms_norm_triton(x, norm.weight, norm.eps, block_h=16)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, expected, **TOL[dtype])
+
+
 @pytest.mark.skipif(CUDA, reason="checks the CPU fallback")
-def test_cpu_tensors_take_the_torch_paths():
-    scan_backend.used.clear()
-    model = MambaLM(MambaConfig(num_hidden_layers=1))
-    cache = model.allocate_inference_cache(1)
-    model.prefill(torch.tensor([[1, 2, 3]]), cache=cache)
-    model.step(torch.tensor([4]), cache)
-    assert scan_backend.used == {"torch_chunked", "torch_state_update", "torch_conv_update"}
+def test_cpu_tensors_never_take_the_triton_paths(monkeypatch):
+    model = MambaLM(MambaConfig(model_type="falcon_mamba", num_hidden_layers=1))
+    for cpu_kernels, expected in ((False, {"torch_chunked", "torch_state_update", "torch_conv_update"}),
+                                  (True, {"cpu_c", "cpu_c_state_update", "cpu_c_conv_update"})):
+        if cpu_kernels and not scan_backend.cpu_scan.available():
+            continue
+        monkeypatch.setattr(scan_backend, "use_cpu_kernels", cpu_kernels)
+        scan_backend.used.clear()
+        cache = model.allocate_inference_cache(1)
+        model.prefill(torch.tensor([[1, 2, 3]]), cache=cache)
+        model.step(torch.tensor([4]), cache)
+        assert scan_backend.used == expected
+
+
+def test_models_import_without_triton():
+    # sys.modules["triton"] = None makes `import triton` raise ImportError, as when it is not installed.
+    # (Decoding then takes the paths that CPU tensors take, tested above.)
+    code = ("import sys; sys.modules['triton'] = None\n"
+            "import models.cuda_graph, models.mamba\n"
+            "from models.ops import scan_backend\n"
+            "assert scan_backend._triton_fused_step is None and scan_backend._triton_rms_norm is None\n")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=Path(__file__).parents[1])
 
 
 @pytest.mark.skipif(CUDA, reason="checks the error raised without CUDA")
@@ -166,7 +270,7 @@ def test_cuda_model_paths_agree_and_use_triton(monkeypatch):
     logits, cache = model.prefill(ids[:, :10], mode="sequential", chunk_size=4)  # Triton scan with h0
     steps = [logits] + [model.step(ids[:, t], cache) for t in range(10, 24)]
     torch.testing.assert_close(torch.stack(steps[:-1], 1), full[:, 9:23], rtol=1e-3, atol=1e-3)
-    assert {"triton_state_update", "triton_conv_update"} <= scan_backend.used
+    assert {"triton_rms_norm", "triton_conv_update", "triton_fused_step"} <= scan_backend.used
     assert "triton" in scan_backend.used or "mamba_ssm" in scan_backend.used
 
 

@@ -11,8 +11,8 @@ call instead of six dispatches.
 
 Threads: the channel blocks are split among torch.get_num_threads() Python threads (ctypes
 drops the GIL); no OpenMP runtime is linked. The kernels are compiled with the system C
-compiler (no torch headers, ~1 s) into a per-user cache keyed by the source's hash, and called through ctypes on contiguous float32 tensors.
-Where no compiler is found, `available()` is False and callers use the PyTorch scan.
+compiler (no torch headers, ~1 s) into a per-user cache keyed by the source's hash, and called
+through ctypes on contiguous float32 tensors. Where no compiler is found, `available()` is False and callers use the PyTorch scan.
 Same contract as selective_scan.selective_scan_ref (token-major, float32 state).
 """
 

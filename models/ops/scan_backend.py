@@ -7,7 +7,11 @@ Prefill scan, on CUDA tensors:
   so chunked and sequential prefill stay on the GPU path;
 - else our chunked PyTorch scan.
 On CPU tensors: our C kernels (models/ops/cpu_scan.py) when a C compiler is there, else PyTorch.
-Decode (one token): the Triton state and conv updates on CUDA, the C ones on CPU, else PyTorch.
+Decode (one token): the Triton conv update on CUDA, the C one on CPU, else PyTorch; then
+`selective_step` (x_proj's output to the gated y): one fused Triton kernel on CUDA
+(models/ops/triton_fused_step.py), else dt_proj and the norms in PyTorch followed by the
+state update (C on CPU, else PyTorch). The decode block's pre-norm, `rms_norm`: one Triton
+kernel on CUDA, else PyTorch.
 
 `used` collects the names of the paths taken, so that results can say which code was measured.
 `use_triton = False` sends CUDA tensors to the PyTorch code (to time it against the kernels).
@@ -31,8 +35,10 @@ try:  # optional: our Triton kernels (pip install triton; they run on CUDA tenso
     from models.ops.triton_selective_scan import selective_scan_triton as _triton_scan
     from models.ops.triton_state_update import conv_state_update_triton as _triton_conv_update
     from models.ops.triton_state_update import selective_state_update_triton as _triton_state_update
+    from models.ops.triton_fused_step import rms_norm_triton as _triton_rms_norm
+    from models.ops.triton_fused_step import selective_step_fused_triton as _triton_fused_step
 except ImportError:
-    _triton_scan = _triton_conv_update = _triton_state_update = None
+    _triton_scan = _triton_conv_update = _triton_state_update = _triton_fused_step = _triton_rms_norm = None
 
 used: set[str] = set()
 use_triton: bool = True
@@ -79,6 +85,28 @@ def selective_state_update(state: Tensor, u: Tensor, delta: Tensor, A: Tensor, B
         return cpu_scan.selective_state_update_cpu(state, u, delta, A, B, C, D, z)
     used.add("torch_state_update")
     return torch_ops.selective_state_update(state, u, delta, A, B, C, D, z)
+
+
+def selective_step(state: Tensor, x: Tensor, z: Tensor | None, x_dbl: Tensor, dt_proj_weight: Tensor,
+                   dt_proj_bias: Tensor | None, A: Tensor, D: Tensor | None, dt_rank: int, d_state: int,
+                   rms_eps: float | None = None) -> Tensor:
+    """Contract of selective_scan.selective_step_ref: x_proj's output x_dbl (b, R + 2N) to y (b, D);
+    state (b, D, N) float32, updated in place."""
+    if _triton_fused_step is not None and use_triton and state.is_cuda:
+        used.add("triton_fused_step")
+        return _triton_fused_step(state, x, z, x_dbl, dt_proj_weight, dt_proj_bias, A, D, dt_rank, d_state,
+                                  rms_eps)
+    # The unfused sequence (selective_step_ref), with the state update dispatched as above.
+    dt, B, C = torch_ops.selective_step_inputs(x_dbl, dt_proj_weight, dt_proj_bias, dt_rank, d_state, rms_eps)
+    return selective_state_update(state, x, dt, A, B, C, D, z)
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """Contract of selective_scan.rms_norm_ref: RMSNorm(x.to(weight.dtype)), x (b, H) -> (b, H)."""
+    if _triton_rms_norm is not None and use_triton and x.is_cuda:
+        used.add("triton_rms_norm")
+        return _triton_rms_norm(x, weight, eps)
+    return torch_ops.rms_norm_ref(x, weight, eps)
 
 
 def conv_state_update(conv_state: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None = None,

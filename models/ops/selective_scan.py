@@ -13,6 +13,11 @@ Three functions, one result:
   fused multiply-add per token, done in place. Extra memory is O(T * d * n), never O(L * d * n).
 - selective_state_update: one decode step on a preallocated state, in place.
 
+For decode, selective_step_ref is the whole mixer between x_proj and out_proj (dt_proj, the
+Falcon Mamba norms, softplus, state update): the readable twin of the fused Triton kernel in
+models/ops/triton_fused_step.py; rms_norm_ref is the block's pre-norm (models.mamba.RMSNorm),
+the twin of the Triton norm there.
+
 Layout is token-major, (batch, length, channels), so that one token's state is contiguous.
 The state is always float32, whatever the dtype of the inputs.
 """
@@ -112,6 +117,63 @@ def selective_state_update(
     y = torch.bmm(state, _fp32(C).unsqueeze(-1)).squeeze(-1)  # (b, d)
     y = _skip_and_gate(y, u32, D, z)
     return y if y.dtype == u.dtype else y.to(u.dtype)
+
+
+def selective_step_inputs(
+    x_dbl: Tensor,
+    dt_proj_weight: Tensor,
+    dt_proj_bias: Tensor | None,
+    dt_rank: int,
+    d_state: int,
+    rms_eps: float | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """x_proj's output -> the SSM inputs of one token, exactly as MambaMixer._dt_B_C computes them.
+
+    x_dbl: (b, R + 2N), the concatenation [dt | B | C]; dt_proj_weight: (D, R); dt_proj_bias: (D,).
+    With rms_eps (Falcon Mamba), dt, B and C are each RMS-normalised first, without weights.
+    Returns dt (b, D) float32 after softplus; B, C (b, N) in x_dbl's dtype.
+    """
+    dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
+    if rms_eps is not None:
+        dt, B, C = (_rms_normalize(t, rms_eps) for t in (dt, B, C))
+    dt = F.softplus(_fp32(F.linear(dt, dt_proj_weight, dt_proj_bias)))  # (b, D)
+    return dt, B, C
+
+
+def selective_step_ref(
+    state: Tensor,
+    x: Tensor,
+    z: Tensor | None,
+    x_dbl: Tensor,
+    dt_proj_weight: Tensor,
+    dt_proj_bias: Tensor | None,
+    A: Tensor,
+    D: Tensor | None,
+    dt_rank: int,
+    d_state: int,
+    rms_eps: float | None = None,
+) -> Tensor:
+    """One decode step of the mixer from x_proj's output to the gated y. Updates `state` (b, D, N)
+    float32 in place.
+
+    x, z: (b, D); x_dbl: (b, R + 2N); dt_proj_weight: (D, R); dt_proj_bias, D: (D,); A: (D, N).
+    Returns y: (b, D) in x's dtype.
+    """
+    dt, B, C = selective_step_inputs(x_dbl, dt_proj_weight, dt_proj_bias, dt_rank, d_state, rms_eps)
+    return selective_state_update(state, x, dt, A, B, C, D, z)
+
+
+def rms_norm_ref(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """The block's pre-norm as MambaBlock applies it: RMSNorm(x.to(weight.dtype)).
+    x: (..., H) (the float32 residual stream); weight: (H,). Returns (..., H) in weight's dtype."""
+    return weight * _rms_normalize(x.to(weight.dtype), eps)
+
+
+def _rms_normalize(x: Tensor, eps: float) -> Tensor:
+    # A copy of models.mamba.rms_normalize (models/ cannot be imported from ops/): x / rms(x) over
+    # the last dim in float32, back in x's dtype. tests/test_triton_kernels.py checks they agree.
+    x32 = _fp32(x)
+    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def _skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
