@@ -21,7 +21,8 @@ if not CUDA:
 triton = pytest.importorskip("triton")
 
 from models.mamba import MambaConfig, MambaLM, RMSNorm  # noqa: E402
-from models.ops import causal_conv, scan_backend, triton_fused_step, triton_selective_scan, triton_state_update  # noqa: E402,E501
+from models.ops import (causal_conv, scan_backend, triton_fused_step, triton_selective_scan,  # noqa: E402
+                        triton_state_update)
 from models.ops.selective_scan import (rms_norm_ref, selective_scan_ref, selective_state_update,  # noqa: E402
                                        selective_step_ref)
 
