@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-all bench bench-throughput bench-implementation bench-evals report notebook lighteval-env test-lighteval clean
+.PHONY: venv test test-all bench bench-throughput bench-implementation bench-memory bench-paper bench-evals report notebook lighteval-env test-lighteval clean
 
 venv: $(STAMP)
 
@@ -33,6 +33,17 @@ test-all: $(STAMP)
 # The main job: tiny in-repo Mamba, Llama and Mistral generating on the CPU (experiment=smoke).
 bench: $(STAMP)
 	$(PY) -m bench
+	$(PY) -m bench.report
+
+# Max prompt length of the tiny models under a small budget, measured and simulated (CPU).
+bench-memory: $(STAMP)
+	$(PY) -m bench experiment=memory_smoke
+
+# The release's settings with 7B-class models: the A10 max-prompt table (simulated, any machine),
+# then 130k-token generation (needs a GPU: on a CPU those jobs record a failure row and go on).
+bench-paper: $(STAMP)
+	$(PY) -m bench experiment=falcon_mamba_paper scenario=max_seq_len scenario.measure=simulate
+	$(PY) -m bench experiment=falcon_mamba_paper
 	$(PY) -m bench.report
 
 # Leaderboard evals on local tasks: tiny Mamba and Llama, through lm-eval and lighteval.

@@ -19,7 +19,7 @@ import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from bench.config import ConfigError, register_configs  # noqa: E402
+from bench.config import ConfigError, register_configs  # noqa: E402  (ConfigError is a ValueError)
 
 log = logging.getLogger("bench")
 register_configs()
@@ -31,7 +31,7 @@ def main(cfg: DictConfig):
 
     try:
         validated = OmegaConf.to_object(cfg)  # runs every __post_init__ check
-    except ConfigError as e:
+    except (ConfigError, ValueError) as e:  # every __post_init__ names its field
         print(f"ssm-bench: config error: {e}", file=sys.stderr)
         sys.exit(2)
     run_dir = HydraConfig.get().runtime.output_dir

@@ -179,9 +179,12 @@ SCENARIO_SCHEMAS = {"generation": GenerationConfig, "implementation": Implementa
 
 
 def register_configs(extra_scenarios: dict | None = None):
+    from bench.scenarios.max_seq_len import MaxSeqLenConfig
+
+    extra_scenarios = {"max_seq_len": MaxSeqLenConfig, **(extra_scenarios or {})}
     cs = ConfigStore.instance()
     cs.store(name="bench_schema", node=BenchConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)
     cs.store(group="hardware", name="hardware_schema", node=HardwareConfig)
-    for name, schema in {**SCENARIO_SCHEMAS, **(extra_scenarios or {})}.items():
+    for name, schema in {**SCENARIO_SCHEMAS, **extra_scenarios}.items():
         cs.store(group="scenario", name=f"{name}_schema", node=schema)

@@ -34,6 +34,7 @@ SCENARIOS = {  # scenario name -> module with run(cfg, backend) -> rows
     "generation": "bench.scenarios.generation",
     "implementation": "bench.scenarios.implementation",
     "leaderboard": "bench.scenarios.leaderboard",
+    "max_seq_len": "bench.scenarios.max_seq_len",
 }
 
 
@@ -88,8 +89,9 @@ def measure(cfg) -> list[dict]:
         kwargs = {"kv_cache": cfg.scenario.kv_cache,
                   "max_cache_len": cfg.scenario.prompt_len + cfg.scenario.new_tokens + 1}
     backend = backend_cls(cfg.model, device, DTYPES[cfg.dtype], **kwargs)
-    backend.load()
     scenario = importlib.import_module(SCENARIOS[cfg.scenario.name])
+    if not getattr(scenario, "LOADS_MODEL", False):  # max_seq_len builds it itself (fake tensors)
+        backend.load()
     rows = scenario.run(cfg, backend)
     described = {**backend.describe(), "params": backend.num_params(), "vocab_size": backend.vocab_size(),
                  "device": str(device)}

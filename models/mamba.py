@@ -392,11 +392,13 @@ class MambaLM(nn.Module):
 
     @torch.no_grad()
     def prefill(self, input_ids: Tensor, mode: str = "parallel", chunk_size: int = 1,
-                cache: MambaCache | None = None) -> tuple[Tensor, MambaCache]:
+                cache: MambaCache | None = None, logits_to_keep: int = 1) -> tuple[Tensor, MambaCache]:
         """Run the prompt through the model: returns (logits of the last position (b, V), cache).
 
         parallel: the whole prompt in one forward pass (scan chunked internally).
         sequential: chunk_size tokens at a time, carrying the state; memory does not grow with l.
+        logits_to_keep: positions whose logits each forward computes (0 = all, as a plain forward
+        does; 1 = the last only, as a generation engine does). It changes memory, not the result.
         """
         if mode not in ("parallel", "sequential"):
             raise ValueError(f"prefill mode must be 'parallel' or 'sequential', got {mode!r}")
@@ -405,10 +407,11 @@ class MambaLM(nn.Module):
         assert length >= 1, "prefill needs at least one token"
         cache = self.allocate_inference_cache(bsz) if cache is None else cache
         if mode == "parallel":
-            return self(input_ids, cache, logits_to_keep=1)[:, -1], cache
+            return self(input_ids, cache, logits_to_keep=logits_to_keep)[:, -1], cache
         for start in range(0, length, chunk_size):
             chunk = input_ids[:, start:start + chunk_size]
-            logits = self.step(chunk, cache) if chunk.shape[1] == 1 else self(chunk, cache, logits_to_keep=1)[:, -1]
+            logits = self.step(chunk, cache) if chunk.shape[1] == 1 else \
+                self(chunk, cache, logits_to_keep=logits_to_keep)[:, -1]
         return logits, cache
 
     @torch.inference_mode()

@@ -86,8 +86,11 @@ def test_parallel_equals_sequential_equals_decode(model_type):
     ids = torch.randint(0, 97, (2, 29))
     with torch.no_grad():
         full = model(ids)  # (b, l, V)
-        parallel, _ = model.prefill(ids, mode="parallel")
-        torch.testing.assert_close(parallel, full[:, -1], rtol=1e-5, atol=1e-5)
+        for keep in (1, 0):  # last-position logits only, or all of them: same answer
+            parallel, _ = model.prefill(ids, mode="parallel", logits_to_keep=keep)
+            torch.testing.assert_close(parallel, full[:, -1], rtol=1e-5, atol=1e-5)
+            sequential, _ = model.prefill(ids, mode="sequential", chunk_size=5, logits_to_keep=keep)
+            torch.testing.assert_close(sequential, full[:, -1], rtol=1e-5, atol=1e-5)
         for chunk in (1, 2, 3, 8, 13, 29, 64):
             sequential, _ = model.prefill(ids, mode="sequential", chunk_size=chunk)
             torch.testing.assert_close(sequential, full[:, -1], rtol=1e-5, atol=1e-5, msg=f"chunk {chunk}")

@@ -26,12 +26,7 @@ class MambaBackend(Backend):
         self.model.eval()
 
     def prefill(self, input_ids, mode="parallel", chunk_size=1, logits_to_keep=1):
-        if logits_to_keep == 1:
-            return self.model.prefill(input_ids, mode=mode, chunk_size=chunk_size)
-        # All logits (as transformers' forward computes them): parallel only.
-        cache = self.model.allocate_inference_cache(input_ids.shape[0])
-        logits = self.model(input_ids, cache, logits_to_keep=logits_to_keep)
-        return logits[:, -1], cache
+        return self.model.prefill(input_ids, mode=mode, chunk_size=chunk_size, logits_to_keep=logits_to_keep)
 
     def step(self, token_ids, state: MambaCache):
         return self.model.step(token_ids, state)

@@ -70,28 +70,12 @@ class TransformersBackend(Backend):
         return out.logits[:, -1]
 
     def state_nbytes(self, state) -> int:
-        return _tensor_bytes(state)
+        from bench.memory.trackers import storage_nbytes
+
+        return storage_nbytes(state)  # works on fake tensors too (max_seq_len simulate)
 
 
 def _cache_of(output):
     # transformers 5 names the returned cache `cache` (older outputs: `past_key_values`).
     cache = getattr(output, "cache", None)
     return cache if cache is not None else output.past_key_values
-
-
-def _tensor_bytes(obj, seen=None) -> int:
-    """Bytes of every tensor reachable from a cache object (its layers' keys/values or states)."""
-    seen = set() if seen is None else seen
-    if isinstance(obj, Tensor):
-        key = (obj.untyped_storage().data_ptr(), obj.device) if obj.device.type != "meta" else id(obj)
-        if key in seen:
-            return 0
-        seen.add(key)
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, (list, tuple)):
-        return sum(_tensor_bytes(o, seen) for o in obj)
-    if isinstance(obj, dict):
-        return sum(_tensor_bytes(o, seen) for o in obj.values())
-    if hasattr(obj, "__dict__") and not isinstance(obj, (torch.nn.Module, type)):
-        return sum(_tensor_bytes(v, seen) for k, v in vars(obj).items() if not k.startswith("__"))
-    return 0

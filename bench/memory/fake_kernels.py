@@ -1,0 +1,48 @@
+"""Allocation twins of the models' Python loops, used only while simulating (FakeTensorMode).
+
+Under fake tensors every op still costs a Python dispatch (~0.1-1 ms), so a loop over tokens
+or over scan chunks makes a 7B simulation take hours. A twin does the same allocations as the
+real function, in the same order, but runs only as many loop iterations as it takes to reach
+the loop's steady-state peak. tests/test_max_seq_len.py checks simulated against measured peaks.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from models.ops import selective_scan as real_scan
+
+
+def selective_scan_chunked_twin(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                                D: Tensor | None = None, z: Tensor | None = None,
+                                initial_state: Tensor | None = None, chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+    """Twin of models.ops.selective_scan.selective_scan_chunked (same contract and allocations).
+
+    Each chunk of the real scan allocates the same temporaries (dt (b, T, d), dA and states
+    (b, T, d, n), the matmul output (b, T, d)) and frees the previous chunk's when it rebinds the
+    names. So the live set in chunk 2 (its new temporaries plus chunk 1's, until rebinding) is
+    the same in every later chunk but the last, which may be partial and whose temporaries are
+    still alive during the skip and gate at the end. Chunks 1, 2 and the last one reproduce
+    every live set the real loop goes through. The per-token recurrence inside a chunk
+    allocates nothing (unbind views, in-place addcmul_), so it is left out.
+    """
+    bsz, length, dim = u.shape
+    h = u.new_zeros(bsz, dim, A.shape[1], dtype=torch.float32) if initial_state is None else initial_state.float()
+    A32 = A.float()
+    y = torch.empty(bsz, length, dim, dtype=torch.float32, device=u.device)
+    starts = list(range(0, length, chunk_size))
+    for start in sorted(set(starts[:2] + starts[-1:])):
+        end = min(start + chunk_size, length)
+        dt = delta[:, start:end].float()  # (b, T, d)
+        dA = torch.exp(dt[..., None] * A32)  # (b, T, d, n)
+        states = (dt * u[:, start:end].float())[..., None] * B[:, start:end, None, :].float()  # (b, T, d, n)
+        h = states[:, -1].clone()
+        y[:, start:end] = torch.matmul(states, C[:, start:end, :, None].float()).squeeze(-1)
+    return real_scan._skip_and_gate(y, u.float(), D, z).to(u.dtype), h
+
+
+# (module, attribute, twin): swapped in for the duration of a simulated trial.
+TWINS = [
+    (real_scan, "selective_scan_chunked", selective_scan_chunked_twin),
+]
