@@ -208,16 +208,18 @@ def test_transformer_is_bounded_in_both_modes_by_its_kv_cache_growth():
 
 # ----------------------------------------------------------------------------- fidelity
 
-@pytest.mark.parametrize("cls", [TinyMamba, TinyLlama])
-def test_simulated_peak_matches_measured(cls, monkeypatch):
+@pytest.mark.parametrize("cls,fused_scan", [(TinyMamba, True), (TinyMamba, False), (TinyLlama, True)])
+def test_simulated_peak_matches_measured(cls, fused_scan, monkeypatch):
     """The same trial, real on this CPU and under FakeTensorMode: peaks above the weights within 10%.
 
-    Fake tensors cannot run the compiled CPU scan (models/ops/cpu_scan.py), so simulation models
-    the PyTorch chunked scan; the measured run is sent down that path too, to compare like with like.
+    Fake tensors cannot run the compiled scans, so simulation swaps in allocation twins of the path
+    a real tensor takes: the fused kernel (C here, Triton on a GPU) or the PyTorch chunked scan.
     """
-    from models.ops import scan_backend
+    from models.ops import cpu_scan, scan_backend
 
-    monkeypatch.setattr(scan_backend, "use_cpu_kernels", False)
+    if fused_scan and not cpu_scan.available():
+        pytest.skip("no C compiler for the fused CPU scan")
+    monkeypatch.setattr(scan_backend, "use_cpu_kernels", fused_scan)
     real = loaded(cls)
     cpu = CpuTracker()
     load_backend(real, cpu)

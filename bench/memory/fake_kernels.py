@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from models.ops import cpu_scan, scan_backend
 from models.ops import selective_scan as real_scan
 
 
@@ -42,7 +43,29 @@ def selective_scan_chunked_twin(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, 
     return real_scan._skip_and_gate(y, u.float(), D, z).to(u.dtype), h
 
 
+def fused_scan_twin(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                    z: Tensor | None = None, initial_state: Tensor | None = None,
+                    chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+    """Allocations of the fused scans: no (l, d, n) temporaries, only the float32 y and final state,
+    and, as models.ops.cpu_scan does, contiguous float32 copies of the inputs that are views or
+    other dtypes (u, z, B and C are slices). Triton and mamba_ssm copy a little less."""
+    inputs = [t.detach().to(torch.float32).contiguous() for t in (u, delta, A, B, C, D, z) if t is not None]  # noqa: F841
+    bsz, length, dim = u.shape
+    h = torch.empty(bsz, dim, A.shape[1], dtype=torch.float32, device=u.device)
+    y = torch.empty(bsz, length, dim, dtype=torch.float32, device=u.device)
+    return y.to(u.dtype), h
+
+
+def selective_scan_dispatch_twin(*args, **kwargs):
+    """Twin of models.ops.scan_backend.selective_scan: the path a real tensor would take.
+    Fake tensors always fall through to the PyTorch scan, so the choice is made here."""
+    if scan_backend.use_cpu_kernels and cpu_scan.available():
+        return fused_scan_twin(*args, **kwargs)
+    return selective_scan_chunked_twin(*args, **kwargs)
+
+
 # (module, attribute, twin): swapped in for the duration of a simulated trial.
 TWINS = [
     (real_scan, "selective_scan_chunked", selective_scan_chunked_twin),
+    (scan_backend, "selective_scan", selective_scan_dispatch_twin),
 ]
