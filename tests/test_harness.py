@@ -39,6 +39,17 @@ def test_every_model_preset_composes_with_matched_vocab():
         assert cfg.model.arch in ("ssm", "transformer")
 
 
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml")))
+def test_every_experiment_composes_and_validates(experiment):
+    cfg = load([f"experiment={experiment}"])
+    assert cfg.experiment == experiment and cfg.scenario.name in runner.SCENARIOS
+
+
+@pytest.mark.parametrize("scenario", sorted(p.stem for p in (REPO / "configs" / "scenario").glob("*.yaml")))
+def test_every_scenario_composes_and_validates(scenario):
+    assert load([f"scenario={scenario}"]).scenario.name in runner.SCENARIOS
+
+
 @pytest.mark.parametrize("override,message", [
     (["model.weights=downloaded"], "model.weights: 'downloaded' is not one of"),
     (["dtype=int8"], "dtype: 'int8'"),
