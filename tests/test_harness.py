@@ -35,7 +35,8 @@ def load(overrides=()):
 def test_every_model_preset_composes_with_matched_vocab():
     for path in sorted((REPO / "configs" / "model").glob("*.yaml")):
         cfg = load([f"model={path.stem}"])
-        assert cfg.model.vocab_size == 65024, path.stem
+        # mamba_d64 is the implementation benchmark's model (vocab 1024), not an architecture baseline
+        assert cfg.model.vocab_size == (1024 if path.stem == "mamba_d64" else 65024), path.stem
         assert cfg.model.arch in ("ssm", "transformer")
 
 
