@@ -47,9 +47,10 @@ def fused_scan_twin(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
                     z: Tensor | None = None, initial_state: Tensor | None = None,
                     chunk_size: int = 64) -> tuple[Tensor, Tensor]:
     """Allocations of the fused scans: no (l, d, n) temporaries, only the float32 y and final state,
-    and, as models.ops.cpu_scan does, contiguous float32 copies of the inputs that are views or
-    other dtypes (u, z, B and C are slices). Triton and mamba_ssm copy a little less."""
-    inputs = [t.detach().to(torch.float32).contiguous() for t in (u, delta, A, B, C, D, z) if t is not None]  # noqa: F841
+    and, as models.ops.cpu_scan does, float32 copies of the inputs in other dtypes or with a
+    strided last dim (u, the conv output seen token-major). Triton and mamba_ssm copy a little less."""
+    inputs = [cpu_scan._rows(t) for t in (u, delta, z, B, C)] + \
+        [t.detach().to(torch.float32).contiguous() for t in (A, D) if t is not None]  # noqa: F841
     bsz, length, dim = u.shape
     h = torch.empty(bsz, dim, A.shape[1], dtype=torch.float32, device=u.device)
     y = torch.empty(bsz, length, dim, dtype=torch.float32, device=u.device)

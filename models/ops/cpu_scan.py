@@ -35,22 +35,28 @@ SOURCE = r"""
 #include <stdint.h>
 
 /* u, delta, z, y: (b, l, d); A: (d, n); B, C: (b, l, n); D: (d); h: (b, d, n), read then updated.
-   D and z may be NULL. All float32, contiguous. A job is (batch, block of 16 channels); this call
-   runs jobs [job_begin, job_end), so that callers can share the jobs among threads. */
+   D and z may be NULL. All float32 with a contiguous last dim; u, delta, z, B and C take batch and
+   token strides (s*_b, s*_l, in elements), so slices of a larger tensor need no copy. y, h, A
+   and D are contiguous. A job is (batch, block of 16 channels); this call runs jobs
+   [job_begin, job_end), so that callers can share the jobs among threads. */
 void selective_scan_fwd(const float* u, const float* delta, const float* A, const float* B,
                         const float* C, const float* D, const float* z, float* h, float* y,
-                        int64_t bsz, int64_t len, int64_t dim, int64_t n, int64_t job_begin, int64_t job_end) {
+                        int64_t bsz, int64_t len, int64_t dim, int64_t n, int64_t job_begin, int64_t job_end,
+                        const int64_t* strides /* su_b, su_l, sdt_b, sdt_l, sz_b, sz_l, sB_b, sB_l, sC_b, sC_l */) {
     const int64_t block = 16, nblocks = (dim + block - 1) / block;
     if (job_end > bsz * nblocks) job_end = bsz * nblocks;
     for (int64_t job = job_begin; job < job_end; job++) {
         const int64_t b = job / nblocks, d0 = (job % nblocks) * block;
         const int64_t d1 = d0 + block < dim ? d0 + block : dim;
         for (int64_t t = 0; t < len; t++) {
-            const float* Bt = B + (b * len + t) * n;
-            const float* Ct = C + (b * len + t) * n;
+            const float* ut = u + b * strides[0] + t * strides[1];
+            const float* dtt = delta + b * strides[2] + t * strides[3];
+            const float* zt = z ? z + b * strides[4] + t * strides[5] : 0;
+            const float* Bt = B + b * strides[6] + t * strides[7];
+            const float* Ct = C + b * strides[8] + t * strides[9];
+            float* yt = y + (b * len + t) * dim;
             for (int64_t d = d0; d < d1; d++) {
-                const int64_t i = (b * len + t) * dim + d;
-                const float dt = delta[i], du = dt * u[i];
+                const float dt = dtt[d], du = dt * ut[d];
                 const float* Ad = A + d * n;
                 float* hd = h + (b * dim + d) * n;
                 float acc = 0.0f;
@@ -60,9 +66,9 @@ void selective_scan_fwd(const float* u, const float* delta, const float* A, cons
                     hd[k] = hk;
                     acc += hk * Ct[k];
                 }
-                float out = acc + (D ? D[d] * u[i] : 0.0f);
-                if (z) out *= z[i] / (1.0f + expf(-z[i]));  /* silu(z) gate */
-                y[i] = out;
+                float out = acc + (D ? D[d] * ut[d] : 0.0f);
+                if (zt) out *= zt[d] / (1.0f + expf(-zt[d]));  /* silu(z) gate */
+                yt[d] = out;
             }
         }
     }
@@ -110,7 +116,7 @@ def _compile() -> ctypes.CDLL:
             os.replace(out, library)  # atomic: concurrent first uses never see half a library
     lib = ctypes.CDLL(str(library))
     lib.selective_scan_fwd.restype = None
-    lib.selective_scan_fwd.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 6
+    lib.selective_scan_fwd.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 6 + [ctypes.c_void_p]
     lib.conv_state_update.restype = None
     lib.conv_state_update.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3
     return lib
@@ -133,23 +139,35 @@ def selective_scan_cpu(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     assert not u.is_cuda, "selective_scan_cpu takes CPU tensors"
     bsz, length, dim = u.shape
     n = A.shape[1]
-
-    def f32(t):
-        return None if t is None else t.detach().to(torch.float32).contiguous()
-
-    u32, delta32, A32, B32, C32, D32, z32 = (f32(t) for t in (u, delta, A, B, C, D, z))
+    u32, delta32, z32, B32, C32 = (_rows(t) for t in (u, delta, z, B, C))
+    A32, D32 = (None if t is None else t.detach().to(torch.float32).contiguous() for t in (A, D))
     h = torch.zeros(bsz, dim, n) if initial_state is None else initial_state.detach().to(torch.float32).clone()
     y = torch.empty(bsz, length, dim)
+    strides = _strides(u32, delta32, z32, B32, C32)
     pointers = [0 if t is None else t.data_ptr() for t in (u32, delta32, A32, B32, C32, D32, z32, h, y)]
     jobs = bsz * -(-dim // JOB_CHANNELS)
     workers = min(torch.get_num_threads(), jobs)
     if workers <= 1 or length * dim < 65536:  # small work: threads cost more than they save
-        _lib.selective_scan_fwd(*pointers, bsz, length, dim, n, 0, jobs)
+        _lib.selective_scan_fwd(*pointers, bsz, length, dim, n, 0, jobs, strides.data_ptr())
     else:  # ctypes releases the GIL, so the calls run in parallel on disjoint channel blocks
         bounds = [jobs * i // workers for i in range(workers + 1)]
         list(_pool(workers).map(lambda i: _lib.selective_scan_fwd(*pointers, bsz, length, dim, n, bounds[i],
-                                                                  bounds[i + 1]), range(workers)))
+                                                                  bounds[i + 1], strides.data_ptr()),
+                                range(workers)))
     return y.to(u.dtype), h
+
+
+def _rows(t: Tensor | None) -> Tensor | None:
+    """float32 with a contiguous last dim: slices (z, B and C are) pass as they are, no copy."""
+    if t is None:
+        return None
+    t = t.detach().to(torch.float32)
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _strides(*tensors) -> Tensor:
+    """(batch, token) strides in elements of each (b, l, x) tensor, as the kernel reads them."""
+    return torch.tensor([s for t in tensors for s in ((0, 0) if t is None else t.stride()[:2])], dtype=torch.int64)
 
 
 _pools: dict[int, ThreadPoolExecutor] = {}
@@ -167,13 +185,13 @@ def selective_state_update_cpu(state: Tensor, u: Tensor, delta: Tensor, A: Tenso
     assert state.dtype == torch.float32 and state.is_contiguous()
     bsz, dim = u.shape
     y = torch.empty(bsz, 1, dim)
-
-    def f32(t):
-        return None if t is None else (t if t.dtype == torch.float32 and t.is_contiguous() else t.float().contiguous())
-
-    inputs = [f32(t) for t in (u, delta, A, B, C, D, z)]  # kept alive through the call
-    _lib.selective_scan_fwd(*(0 if t is None else t.data_ptr() for t in inputs), state.data_ptr(), y.data_ptr(),
-                            bsz, 1, dim, A.shape[1], 0, bsz * dim)
+    # (b, x) rows seen as (b, 1, x): kept alive through the call
+    u32, delta32, z32, B32, C32 = (None if t is None else _rows(t).unsqueeze(1) for t in (u, delta, z, B, C))
+    A32, D32 = (None if t is None else (t if t.dtype == torch.float32 and t.is_contiguous() else t.float().contiguous())
+                for t in (A, D))
+    strides = _strides(u32, delta32, z32, B32, C32)
+    _lib.selective_scan_fwd(*(0 if t is None else t.data_ptr() for t in (u32, delta32, A32, B32, C32, D32, z32)),
+                            state.data_ptr(), y.data_ptr(), bsz, 1, dim, A.shape[1], 0, bsz * dim, strides.data_ptr())
     return y[:, 0].to(u.dtype)
 
 
