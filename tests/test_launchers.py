@@ -92,3 +92,18 @@ def test_multirun_runs_every_job(app_dir, name):
                            f"hydra.sweep.dir={sweep}"], cwd=app_dir, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")) == ["0", "1"]
+
+
+def test_bench_sweep_through_submitit_local(tmp_path):
+    """The cluster path end to end: the harness's own sweep, each job submitted by submitit's local
+    executor (as Slurm would run it), each writing its own results."""
+    repo = Path(__file__).resolve().parent.parent
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "-m", "hydra/launcher=local_submitit", f"results_dir={tmp_path}",
+         "model=tiny_mamba,tiny_llama", "model.vocab_size=512", "scenario.new_tokens=8", "scenario.window=4",
+         "scenario.repeats=1", "scenario.warmup_tokens=0", "scenario.progress=false", "isolate=false"],
+        cwd=repo, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(tmp_path.glob("multirun/smoke/*/results.parquet"))
+    assert len(runs) == 2, proc.stderr[-3000:]
+    assert (tmp_path / "multirun" / "smoke" / ".submitit").is_dir()  # submitted, not run in-process
