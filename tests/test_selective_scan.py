@@ -4,18 +4,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from scan_inputs import random_scan_inputs
+
 from models.ops.selective_scan import selective_scan_chunked, selective_scan_ref, selective_state_update
 
 
-def _inputs(seed, b, l, d, n, with_state):
-    g = torch.Generator().manual_seed(seed)
-    u = torch.randn(b, l, d, generator=g)
-    delta = torch.nn.functional.softplus(torch.randn(b, l, d, generator=g))
-    A = -torch.exp(torch.randn(d, n, generator=g))
-    B, C = torch.randn(b, l, n, generator=g), torch.randn(b, l, n, generator=g)
-    D, z = torch.randn(d, generator=g), torch.randn(b, l, d, generator=g)
-    h0 = torch.randn(b, d, n, generator=g) if with_state else None
-    return u, delta, A, B, C, D, z, h0
+_inputs = random_scan_inputs
 
 
 @settings(max_examples=40, deadline=None)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from scan_inputs import random_scan_inputs
 
 CUDA = torch.cuda.is_available()
 if not CUDA:
@@ -40,13 +41,7 @@ TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.bfloat16: dict(rtol=2e-2
 
 
 def _scan_inputs(seed, b, l, d, n, with_state=True, gated=True, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    u = torch.randn(b, l, d, generator=g)
-    delta = torch.nn.functional.softplus(torch.randn(b, l, d, generator=g))
-    A = -torch.exp(torch.randn(d, n, generator=g))
-    B, C = torch.randn(b, l, n, generator=g), torch.randn(b, l, n, generator=g)
-    D, z = torch.randn(d, generator=g), torch.randn(b, l, d, generator=g)
-    h0 = torch.randn(b, d, n, generator=g) if with_state else None
+    u, delta, A, B, C, D, z, h0 = random_scan_inputs(seed, b, l, d, n, with_state)
     cast = (lambda t: t.to(DEVICE, dtype)) if dtype != torch.float32 else (lambda t: t.to(DEVICE))
     return (cast(u), delta.to(DEVICE), A.to(DEVICE), cast(B), cast(C), D.to(DEVICE),
             cast(z) if gated else None, None if h0 is None else h0.to(DEVICE))
