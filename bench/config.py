@@ -14,7 +14,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
-ARCHS = ("ssm", "transformer")
+from bench.schema import ARCHS
+
 FAMILIES = ("mamba", "falcon_mamba", "llama", "mistral")
 IMPLS = ("ssm_bench", "transformers")
 WEIGHTS = ("random", "pretrained")

@@ -13,9 +13,6 @@ COLUMNS = [
     "hardware", "prefill_mode", "chunk_size", "batch_size", "prompt_len", "step",
     "metric", "value", "unit", "source",
 ]
-# Filled by the runner from the config and the backend; a scenario need not set them.
-RUN_COLUMNS = ["run_id", "scenario", "model", "arch", "impl", "params", "vocab_size", "dtype", "device",
-               "hardware", "batch_size"]
 SOURCES = ("measured", "simulated", "published")
 ARCHS = ("ssm", "transformer")
 
