@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-all bench bench-throughput bench-implementation bench-memory bench-paper bench-evals report notebook lighteval-env test-lighteval clean
+.PHONY: venv test test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-paper bench-evals report notebook lighteval-env test-lighteval clean
 
 venv: $(STAMP)
 
@@ -74,6 +74,10 @@ bench-throughput: $(STAMP)
 # The in-repo Mamba against transformers' FalconMamba on the same weights: speed and memory ratios.
 bench-implementation: $(STAMP)
 	$(PY) -m bench experiment=implementation
+
+# Our decode throughput and peak memory beside optimum-benchmark's, same models and settings (CPU).
+bench-crosscheck: $(STAMP)
+	$(PY) -m bench experiment=crosscheck
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -117,6 +117,28 @@ class GenerationConfig(ScenarioConfig):
 
 
 @dataclass
+class CrossCheckConfig(GenerationConfig):
+    """The generation settings, measured by ssm-bench and by optimum-benchmark (parallel prefill,
+    as optimum-benchmark's generate() runs it)."""
+
+    name: str = "crosscheck"
+    new_tokens: int = 256
+    window: int = 32
+    repeats: int = 5
+    optimum_warmup_runs: int = 1  # optimum-benchmark's short warm-up generates (after its full one)
+    tolerance: float = 0.10  # |ours / theirs - 1| that counts as agreement
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.prefill_mode != "parallel":
+            raise ConfigError("scenario.prefill_mode: optimum-benchmark prefills in parallel only")
+        if self.new_tokens < 2:
+            raise ConfigError(f"scenario.new_tokens: decode throughput needs >= 2 tokens, got {self.new_tokens}")
+        if not 0 < self.tolerance < 1:
+            raise ConfigError(f"scenario.tolerance: must be in (0, 1), got {self.tolerance}")
+
+
+@dataclass
 class ImplementationConfig(ScenarioConfig):
     """The in-repo Mamba against transformers' (Falcon)Mamba on identical weights."""
 
@@ -175,8 +197,8 @@ class BenchConfig:
             raise ConfigError(f"threads: must be >= 0, got {self.threads}")
 
 
-SCENARIO_SCHEMAS = {"generation": GenerationConfig, "implementation": ImplementationConfig,
-                    "leaderboard": LeaderboardConfig}
+SCENARIO_SCHEMAS = {"generation": GenerationConfig, "crosscheck": CrossCheckConfig,
+                    "implementation": ImplementationConfig, "leaderboard": LeaderboardConfig}
 
 
 def register_configs(extra_scenarios: dict | None = None):

@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 
 LIBRARIES = ("torch", "transformers", "hydra-core", "omegaconf", "pandas", "pyarrow", "numpy",
-             "safetensors", "lm_eval", "triton", "mamba_ssm", "causal_conv1d")
+             "safetensors", "lm_eval", "optimum-benchmark", "triton", "mamba_ssm", "causal_conv1d")
 REPO = Path(__file__).resolve().parent.parent
 
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 RESULTS = "results.parquet"
 SCENARIOS = {  # scenario name -> module with run(cfg, backend) -> rows
     "generation": "bench.scenarios.generation",
+    "crosscheck": "bench.scenarios.crosscheck",
     "implementation": "bench.scenarios.implementation",
     "leaderboard": "bench.scenarios.leaderboard",
     "max_seq_len": "bench.scenarios.max_seq_len",

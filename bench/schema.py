@@ -15,6 +15,8 @@ COLUMNS = [
 ]
 SOURCES = ("measured", "simulated", "published")
 ARCHS = ("ssm", "transformer")
+# crosscheck's `tool` column: our loop, transformers' generate() timed by us, optimum-benchmark.
+CROSSCHECK_TOOLS = ("ssm-bench", "ssm-bench:generate", "optimum-benchmark")
 
 # Units, as constants so that scenarios and the report agree on spelling.
 TOKENS_PER_S = "tokens/s"

@@ -10,9 +10,11 @@ Evaluation harnesses (lm-eval's HFLM, lighteval's transformers backend) expect a
   `save_pretrained` output loads with `MambaLM.from_pretrained` (and back). The MambaLM itself is
   kept as an unregistered attribute and does the forward pass.
 
-Generation: no cache object is handed to transformers, so `generate` runs with use_cache=False and
-recomputes the whole prefix at every step (O(L^2) work). That is fine for short evaluation
-answers; for speed use `MambaLM.generate`, which carries the constant-size SSM state.
+Generation carries the constant-size SSM state (a `MambaCache`) through transformers' `generate`:
+the first forward (use_cache=True) is a parallel prefill that returns the state in `cache`, and
+every later forward feeds only the newest token through `MambaLM.step`. So a tool that drives
+the model through `generate` (optimum-benchmark, lighteval) measures the same O(1)-per-token
+decode as our own loop. With left padding the cache is not used (see Padding).
 
 Padding: Mamba has no attention mask. Right padding (lm-eval's loglikelihood batches) cannot
 change earlier positions of a causal model, but left padding (batched generation) would run the
@@ -22,15 +24,26 @@ one on their unpadded tokens; their padded positions get logits of 0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
-from transformers.modeling_outputs import CausalLMOutput
+from transformers.utils import ModelOutput
 
-from models.mamba import MambaConfig, MambaLM
+from models.mamba import MambaCache, MambaConfig, MambaLM
 
 MODEL_TYPE = "ssm_bench_mamba"
+
+
+@dataclass
+class CausalLMOutput(ModelOutput):
+    """transformers' CausalLMOutput plus the `cache` that generate() hands back to the next step."""
+
+    loss: Tensor | None = None
+    logits: Tensor | None = None
+    cache: MambaCache | None = None
 
 
 class SsmBenchMambaConfig(PreTrainedConfig):
@@ -57,7 +70,7 @@ class SsmBenchMambaConfig(PreTrainedConfig):
     time_step_max: float = 0.1
     time_step_floor: float = 1e-4
     scan_chunk_size: int = 64
-    use_cache: bool = False  # see the module docstring: generate recomputes the prefix
+    use_cache: bool = True  # generate carries the SSM state (module docstring)
     pad_token_id: int | None = None
     bos_token_id: int | None = None
     eos_token_id: int | list[int] | None = None
@@ -120,12 +133,22 @@ class SsmBenchMambaForCausalLM(PreTrainedModel, GenerationMixin):
             self.mamba.lm_head = self.lm_head
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
-                logits_to_keep: int = 0, **kwargs) -> CausalLMOutput:
+                logits_to_keep: int = 0, cache: MambaCache | None = None, use_cache: bool | None = None,
+                **kwargs) -> CausalLMOutput:
         """input_ids (b, l) -> CausalLMOutput(logits (b, l or k, V) float32, loss if labels).
 
-        Extra keyword arguments from generate() (use_cache, return_dict, ...) are ignored."""
+        With a `cache` (a MambaCache from an earlier call) the tokens continue that state one at a
+        time; with use_cache=True and no cache, the output carries a new one. Other keyword
+        arguments from generate() (return_dict, ...) are ignored."""
         self._sync()
-        if attention_mask is not None and not bool(attention_mask.all()):
+        if isinstance(cache, MambaCache):  # decoding: the state holds the prefix
+            logits = torch.stack([self.mamba.step(input_ids[:, t], cache) for t in range(input_ids.shape[1])], 1)
+            return CausalLMOutput(logits=logits.float(), cache=cache)
+        if use_cache and not _has_padding(attention_mask):  # the prompt: parallel prefill, keep the state
+            cache = self.mamba.allocate_inference_cache(input_ids.shape[0])
+            logits = self.mamba(input_ids, cache, logits_to_keep=logits_to_keep)
+            return CausalLMOutput(logits=logits.float(), cache=cache)
+        if _has_padding(attention_mask):
             logits = self._forward_padded(input_ids, attention_mask)
             if logits_to_keep:
                 logits = logits[:, -logits_to_keep:]
@@ -150,9 +173,22 @@ class SsmBenchMambaForCausalLM(PreTrainedModel, GenerationMixin):
             out[i, keep] = row
         return out
 
-    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, **kwargs):
-        # No cache: every step sees the whole sequence so far.
-        return {"input_ids": input_ids, "attention_mask": attention_mask}
+    @classmethod
+    def _supports_default_dynamic_cache(cls) -> bool:
+        return False  # the model makes its own MambaCache on the first forward (not a KV cache)
+
+    def prepare_inputs_for_generation(self, input_ids, attention_mask=None, cache=None, use_cache=None,
+                                      logits_to_keep=None, **kwargs):
+        if isinstance(cache, MambaCache):  # the state holds everything but the newest token
+            return {"input_ids": input_ids[:, -1:], "cache": cache}
+        # The prompt; with left padding the cache is off and every step sees the whole sequence.
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "use_cache": bool(use_cache) and not _has_padding(attention_mask),
+                "logits_to_keep": logits_to_keep or 0}
+
+
+def _has_padding(attention_mask: Tensor | None) -> bool:
+    return attention_mask is not None and not bool(attention_mask.all())
 
 
 def to_hf(model: MambaLM) -> SsmBenchMambaForCausalLM:

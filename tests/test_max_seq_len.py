@@ -41,6 +41,11 @@ class TinyMamba(Backend):
     def state_nbytes(self, state):
         return state.nbytes
 
+    def as_transformers(self):
+        from models.hf import to_hf
+
+        return to_hf(self.model)
+
     def vocab_size(self):
         return 1024
 
@@ -76,6 +81,9 @@ class TinyLlama(Backend):
 
     def state_nbytes(self, state):
         return storage_nbytes(state)
+
+    def as_transformers(self):
+        return self.model
 
     def vocab_size(self):
         return 1024

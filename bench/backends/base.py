@@ -46,6 +46,11 @@ class Backend(ABC):
     def state_nbytes(self, state: Any) -> int:
         """Bytes held by the inference state (SSM cache or KV cache)."""
 
+    @abstractmethod
+    def as_transformers(self):
+        """The loaded model as a transformers PreTrainedModel sharing its weights: what outside
+        tools drive (generate(), save_pretrained for AutoModelForCausalLM)."""
+
     def num_params(self) -> int:
         return sum(p.numel() for p in self.model.parameters())
 

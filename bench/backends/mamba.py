@@ -34,6 +34,11 @@ class MambaBackend(Backend):
     def state_nbytes(self, state: MambaCache) -> int:
         return state.nbytes
 
+    def as_transformers(self):
+        from models.hf import to_hf  # the in-repo Mamba's transformers registration
+
+        return to_hf(self.model)
+
     def num_params(self) -> int:
         return self.model.num_params()
 

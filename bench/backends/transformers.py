@@ -69,6 +69,9 @@ class TransformersBackend(Backend):
         out = self.model(token_ids.reshape(-1, 1), use_cache=True, cache=state)
         return out.logits[:, -1]
 
+    def as_transformers(self):
+        return self.model
+
     def state_nbytes(self, state) -> int:
         from bench.memory.trackers import storage_nbytes
 

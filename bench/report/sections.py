@@ -18,9 +18,11 @@ from bench.report import plots
 from bench.report.load import Collection
 from bench.report.tables import fmt_bytes, fmt_number, fmt_value
 from bench.report.validate import SCENARIOS
+from bench.schema import CROSSCHECK_TOOLS
 
 SCENARIO_TITLES = {
     "generation": "Generation: throughput and memory as the sequence grows",
+    "crosscheck": "Cross-check: ssm-bench vs optimum-benchmark",
     "implementation": "Implementation: ssm_bench vs transformers",
     "max_seq_len": "Maximum prompt length within a memory budget",
     "leaderboard": "Leaderboard: task scores",
@@ -41,7 +43,7 @@ class Section:
 
 def build(collection: Collection, table: pd.DataFrame, figures: dict[str, object]) -> list[Section]:
     sections = [_overview(collection, table), _environment(collection), _caveats(collection, table)]
-    builders = {"generation": _generation, "implementation": _implementation,
+    builders = {"generation": _generation, "crosscheck": _crosscheck, "implementation": _implementation,
                 "max_seq_len": _max_seq_len, "leaderboard": _leaderboard}
     present = list(dict.fromkeys(table["scenario"].dropna().astype(str)))
     for scenario in [s for s in SCENARIOS if s in present] + [s for s in present if s not in SCENARIOS]:
@@ -241,6 +243,44 @@ def _generation(d: pd.DataFrame) -> Section:
                    "of the first and last window (a ratio near 1 is flat; a KV cache makes it fall), and memory "
                    "after the last token.")
     s.items.append(pd.DataFrame(rows))
+    return s
+
+
+def _crosscheck(d: pd.DataFrame) -> Section:
+    s = Section(SCENARIO_TITLES["crosscheck"])
+    loop, generate, optimum = CROSSCHECK_TOOLS
+    keys = [c for c in ("model", "dtype", "device") if c in d.columns]
+    rows, overheads = [], []
+    for key, g in d.groupby(keys, dropna=False, sort=True):
+        described = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+        for metric in dict.fromkeys(g.loc[g["tool"].isin(CROSSCHECK_TOOLS), "metric"]):
+            m = g[g["metric"] == metric]
+            unit = m["unit"].iloc[0]
+            row = {**described, "metric": f"{metric} ({unit})"}
+            for tool in CROSSCHECK_TOOLS:
+                values = m.loc[m["tool"] == tool, "value"]
+                row[tool] = fmt_value(values.median(), unit) if not values.empty else "—"
+            for tool in (loop, generate):
+                r = g[(g["metric"] == f"{metric}_ratio") & (g["tool"] == f"{tool}/{optimum}")]
+                agrees = not r.empty and "agrees" in r and bool(r["agrees"].iloc[0])
+                row[f"{tool} / {optimum}"] = "—" if r.empty else \
+                    f"{r['value'].iloc[0]:.2f}" + (" ✓" if agrees else " ✗")
+            rows.append(row)
+        extra = g[g["metric"] == "decode_overhead"].set_index("tool")["value"]
+        if not extra.empty:
+            overheads.append(f"{described.get('model')}: transformers' generate() adds "
+                             f"{fmt_number(extra.get(f'{generate}-{loop}'))} ms/token over the loop (timed by "
+                             f"ssm-bench), {fmt_number(extra.get(f'{optimum}-{loop}'))} ms/token as optimum-benchmark "
+                             f"times it.")
+    tolerance = d["tolerance"].dropna().iloc[0] if "tolerance" in d and d["tolerance"].notna().any() else None
+    s.items.append("The same model and settings measured three ways: ssm-bench's loop (prefill, then one step per "
+                   "token), transformers' generate() timed by ssm-bench, and optimum-benchmark's inference scenario. "
+                   "Ratios are against optimum-benchmark; ✓ when within "
+                   f"{fmt_number(100 * tolerance) if tolerance else '?'}%.")
+    s.items.append(pd.DataFrame(rows))
+    if overheads:
+        s.items += ["Decode time per token that generate() adds (its logits processors, stopping criteria, output "
+                    "bookkeeping and attention masks): where the loop and optimum-benchmark part.", overheads]
     return s
 
 

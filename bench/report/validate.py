@@ -16,7 +16,7 @@ from bench.schema import ARCHS, COLUMNS, SOURCES
 STATUSES = ("ok", "failed")
 VERDICTS = ("bounded", "unbounded", "weights_exceed_budget")
 PREFILL_MODES = ("parallel", "sequential")
-SCENARIOS = ("generation", "implementation", "max_seq_len", "leaderboard")
+SCENARIOS = ("generation", "crosscheck", "implementation", "max_seq_len", "leaderboard")
 
 # Column -> allowed values; checked on non-empty cells only, and only where the column exists.
 ALLOWED = {"arch": ARCHS, "source": SOURCES, "status": STATUSES, "verdict": VERDICTS,

@@ -1,0 +1,152 @@
+"""crosscheck: our generation figures beside optimum-benchmark's, for the same model and settings.
+
+optimum-benchmark measured the Falcon Mamba release's throughput and memory figures. This
+scenario runs one model through both tools and says whether they agree:
+
+1. `ssm-bench`: the generation scenario's loop (prefill, then backend.step per token), `repeats`
+   times, after `warmup_tokens` discarded tokens.
+2. `ssm-bench:generate`: the same model driven by transformers' generate() (its transformers
+   form, backend.as_transformers()), timed the way optimum-benchmark times it: prefill ends when
+   the first token's logits reach the logits processors.
+3. `optimum-benchmark`: the same model (saved as a transformers checkpoint, so the very same
+   random weights) through its inference scenario: pytorch backend, batch, prompt length,
+   new tokens, dtype, device, threads and KV cache as above, `repeats` measured generate() calls
+   (bench/optimum_runner.py), in a fresh process.
+
+Both define decode throughput alike: (new_tokens - 1) * batch over the time from the first
+generated token to the last, taken at the median repeat. Peak memory: on CUDA the allocator's
+peak (torch.cuda.max_memory_allocated) on both sides; on CPU the peak process RSS. RSS also counts
+a process's libraries, so ours imports optimum-benchmark's too before its model is loaded;
+`baseline_rss` rows give each process's RSS at that point.
+
+Rows carry `tool`. For each figure, a `<metric>_ratio` row (ours / optimum-benchmark's) has
+`agrees` (|ratio - 1| <= tolerance). `decode_overhead` rows give the extra milliseconds per
+generated token of each generate()-driven measurement over our loop: generate() does per-token
+work the loop does not (logits processors, stopping criteria, growing the output sequence,
+attention masks), which is where the tools part on small, fast models. When `ssm-bench:generate`
+agrees with optimum-benchmark, the two tools measure alike and that overhead is the difference.
+
+    make bench-crosscheck          # tiny models on this CPU
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from bench.device import memory_readings, synchronize
+from bench.optimum_runner import OptimumSettings, import_optimum_benchmark, run_optimum_benchmark
+from bench.scenarios.generation import _generate
+from bench.schema import BYTES, CROSSCHECK_TOOLS, RATIO, SECONDS, TOKENS_PER_S
+
+LOADS_MODEL = True  # the process's baseline RSS is read before the model is loaded
+LOOP, GENERATE, OPTIMUM = CROSSCHECK_TOOLS
+# metric -> unit, for the figures compared (the CUDA allocator's on CUDA only)
+COMPARED = {"decode_throughput": TOKENS_PER_S, "ttft": SECONDS, "peak_rss": BYTES,
+            "peak_allocated": BYTES, "peak_reserved": BYTES}
+
+
+def run(cfg, backend) -> list[dict]:
+    sc = cfg.scenario
+    import_optimum_benchmark()  # the same libraries as optimum-benchmark's process: comparable RSS
+    baseline_rss = memory_readings(torch.device("cpu"))["rss"]
+    backend.load()
+    generator = torch.Generator().manual_seed(cfg.seed)
+    prompt = torch.randint(0, backend.vocab_size(), (sc.batch_size, sc.prompt_len), generator=generator)
+    prompt = prompt.to(backend.device)
+    measured = {LOOP: {"baseline_rss": baseline_rss, **_measure_loop(cfg, backend, prompt)},
+                GENERATE: _measure_generate(sc, backend, prompt)}
+    with tempfile.TemporaryDirectory(prefix="ssm-bench-crosscheck-") as checkpoint:
+        model = backend.as_transformers()
+        model.save_pretrained(checkpoint)
+        measured[OPTIMUM] = run_optimum_benchmark(checkpoint, OptimumSettings(
+            model_type=model.config.model_type, device=backend.device.type, dtype=cfg.dtype,
+            vocab_size=backend.vocab_size(), batch_size=sc.batch_size, prompt_len=sc.prompt_len,
+            new_tokens=sc.new_tokens, iterations=sc.repeats, warmup_runs=sc.optimum_warmup_runs,
+            threads=cfg.threads, kv_cache=sc.kv_cache))
+    return _rows(sc, measured)
+
+
+def _measure_loop(cfg, backend, prompt) -> dict:
+    """The generation scenario's own loop: median decode throughput and TTFT, peak memory."""
+    sc = cfg.scenario
+    if sc.warmup_tokens:
+        _generate(backend, prompt, sc, sc.warmup_tokens, window=sc.warmup_tokens, progress=False)
+    ttfts, throughputs, windows = [], [], []
+    for repeat in range(sc.repeats):
+        ttft, decode_tps, repeat_windows = _generate(backend, prompt, sc, sc.new_tokens, sc.window, sc.progress,
+                                                     desc=f"{cfg.model.name} {repeat + 1}/{sc.repeats}")
+        ttfts.append(ttft)
+        throughputs.append(decode_tps)
+        windows += repeat_windows
+    figures = {"decode_throughput": statistics.median(throughputs), "ttft": statistics.median(ttfts)}
+    for reading in ("peak_allocated", "peak_reserved"):  # CUDA only
+        if windows and reading in windows[0]:
+            figures[reading] = max(w[reading] for w in windows)
+    # CPU: the largest RSS sampled at window ends; CUDA: the host process's RSS after the run.
+    rss = [w["rss"] for w in windows if "rss" in w] or [memory_readings(torch.device("cpu"))["rss"]]
+    figures["peak_rss"] = max(rss)
+    return figures
+
+
+class _FirstTokenClock(LogitsProcessor):
+    """Notes when generate() hands the first token's logits to the processors: the prefill's end."""
+
+    def __init__(self, device):
+        self.device, self.first = device, None
+
+    def __call__(self, input_ids, scores):
+        if self.first is None:
+            synchronize(self.device)
+            self.first = time.perf_counter()
+        return scores
+
+
+@torch.inference_mode()
+def _measure_generate(sc, backend, prompt) -> dict:
+    """transformers' generate() on the same model: median decode throughput and TTFT."""
+    model = backend.as_transformers()
+    kwargs = {"max_new_tokens": sc.new_tokens, "min_new_tokens": sc.new_tokens, "do_sample": False,
+              "num_beams": 1, "use_cache": True, "pad_token_id": 0}
+    if sc.kv_cache == "static" and backend.arch == "transformer":
+        kwargs["cache_implementation"] = "static"
+    model.generate(prompt, **kwargs)  # warm-up
+    ttfts, throughputs = [], []
+    for _ in range(sc.repeats):
+        clock = _FirstTokenClock(backend.device)
+        synchronize(backend.device)
+        start = time.perf_counter()
+        model.generate(prompt, logits_processor=LogitsProcessorList([clock]), **kwargs)
+        synchronize(backend.device)
+        end = time.perf_counter()
+        ttfts.append(clock.first - start)
+        throughputs.append((sc.new_tokens - 1) * sc.batch_size / (end - clock.first))
+    return {"decode_throughput": statistics.median(throughputs), "ttft": statistics.median(ttfts)}
+
+
+def _rows(sc, measured: dict[str, dict]) -> list[dict]:
+    common = {"prefill_mode": "parallel", "prompt_len": sc.prompt_len, "step": sc.new_tokens, "source": "measured",
+              "kv_cache": sc.kv_cache, "repeats": sc.repeats}
+    theirs = measured[OPTIMUM]
+    rows = []
+    for metric, unit in COMPARED.items():
+        for tool, figures in measured.items():
+            if metric in figures:
+                rows.append({**common, "tool": tool, "metric": metric, "value": float(figures[metric]), "unit": unit})
+            if tool != OPTIMUM and metric in figures and metric in theirs:
+                ratio = figures[metric] / theirs[metric] if theirs[metric] else float("nan")
+                rows.append({**common, "tool": f"{tool}/{OPTIMUM}", "metric": f"{metric}_ratio", "value": ratio,
+                             "unit": RATIO, "agrees": bool(abs(ratio - 1) <= sc.tolerance),
+                             "tolerance": sc.tolerance})
+    for tool in (LOOP, OPTIMUM):
+        rows.append({**common, "tool": tool, "metric": "baseline_rss", "value": float(measured[tool]["baseline_rss"]),
+                     "unit": BYTES})
+    loop_ms = 1e3 * sc.batch_size / measured[LOOP]["decode_throughput"]
+    for tool in (GENERATE, OPTIMUM):
+        rows.append({**common, "tool": f"{tool}-{LOOP}", "metric": "decode_overhead", "unit": "ms/token",
+                     "value": 1e3 * sc.batch_size / measured[tool]["decode_throughput"] - loop_ms})
+    return rows
