@@ -15,6 +15,7 @@ Two adaptations, both kept here:
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import statistics
 from concurrent.futures import ProcessPoolExecutor
@@ -75,6 +76,10 @@ def _measure(model_dir: str, settings: dict) -> dict:
     from bench.device import memory_readings
 
     ob = import_optimum_benchmark()
+    # Its memory monitor is a multiprocessing.Process. This process was spawned, so by default the
+    # monitor would be too, re-importing torch and transformers (seconds) at every tracked phase;
+    # forked, it starts at once. It only polls psutil (or NVML), never torch.
+    multiprocessing.set_start_method("fork", force=True)
     if s.threads:
         torch.set_num_threads(s.threads)
     baseline_rss = memory_readings(torch.device("cpu"))["rss"]

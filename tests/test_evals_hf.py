@@ -43,6 +43,27 @@ def test_generate_matches_mamba_generate(mamba):
     assert torch.equal(out, mamba.generate(x, max_new_tokens=6))
 
 
+def test_generate_carries_the_ssm_state(mamba):
+    """After the prompt, each generate() step feeds one token through MambaLM.step: O(1) per token."""
+    x = torch.randint(0, 97, (2, 5))
+    wrapper, forwards = to_hf(mamba), []
+    wrapper.register_forward_pre_hook(lambda _, args, kwargs: forwards.append(kwargs["input_ids"].shape),
+                                      with_kwargs=True)
+    out = wrapper.generate(x, max_new_tokens=7, min_new_tokens=7, do_sample=False)
+    assert forwards == [(2, 5)] + [(2, 1)] * 6
+    assert torch.equal(out, mamba.generate(x, max_new_tokens=7))
+
+
+def test_left_padded_generate_recomputes_each_row_on_its_tokens(mamba):
+    """With padding the state is not used: every step runs the kept tokens of each row."""
+    x = torch.randint(0, 97, (2, 6))
+    mask = torch.ones_like(x)
+    mask[0, :2] = 0
+    out = to_hf(mamba).generate(x, attention_mask=mask, max_new_tokens=4, do_sample=False)
+    assert torch.equal(out[0, 6:], mamba.generate(x[:1, 2:], max_new_tokens=4)[0, 4:])
+    assert torch.equal(out[1], mamba.generate(x[1:], max_new_tokens=4)[0])
+
+
 def test_left_padding_is_ignored(mamba):
     """Rows with padding run on their kept tokens only: pads never enter the SSM state."""
     x = torch.randint(0, 97, (2, 8))

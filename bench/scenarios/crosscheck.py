@@ -40,7 +40,7 @@ from transformers import LogitsProcessor, LogitsProcessorList
 
 from bench.device import memory_readings, synchronize
 from bench.optimum_runner import OptimumSettings, import_optimum_benchmark, run_optimum_benchmark
-from bench.scenarios.generation import _generate
+from bench.scenarios.generation import measure_repeats, random_prompt
 from bench.schema import BYTES, CROSSCHECK_TOOLS, RATIO, SECONDS, TOKENS_PER_S
 
 LOADS_MODEL = True  # the process's baseline RSS is read before the model is loaded
@@ -55,13 +55,14 @@ def run(cfg, backend) -> list[dict]:
     import_optimum_benchmark()  # the same libraries as optimum-benchmark's process: comparable RSS
     baseline_rss = memory_readings(torch.device("cpu"))["rss"]
     backend.load()
-    generator = torch.Generator().manual_seed(cfg.seed)
-    prompt = torch.randint(0, backend.vocab_size(), (sc.batch_size, sc.prompt_len), generator=generator)
-    prompt = prompt.to(backend.device)
+    prompt = random_prompt(backend, sc, cfg.seed)
+    model = backend.as_transformers()
+    # No EOS, as optimum-benchmark sets up a random-weights model: every run makes exactly
+    # new_tokens tokens and generate() does no EOS bookkeeping (the loop does none either).
+    model.generation_config.eos_token_id = model.generation_config.pad_token_id = None
     measured = {LOOP: {"baseline_rss": baseline_rss, **_measure_loop(cfg, backend, prompt)},
-                GENERATE: _measure_generate(sc, backend, prompt)}
+                GENERATE: _measure_generate(sc, model, backend.device, prompt)}
     with tempfile.TemporaryDirectory(prefix="ssm-bench-crosscheck-") as checkpoint:
-        model = backend.as_transformers()
         model.save_pretrained(checkpoint)
         measured[OPTIMUM] = run_optimum_benchmark(checkpoint, OptimumSettings(
             model_type=model.config.model_type, device=backend.device.type, dtype=cfg.dtype,
@@ -73,17 +74,10 @@ def run(cfg, backend) -> list[dict]:
 
 def _measure_loop(cfg, backend, prompt) -> dict:
     """The generation scenario's own loop: median decode throughput and TTFT, peak memory."""
-    sc = cfg.scenario
-    if sc.warmup_tokens:
-        _generate(backend, prompt, sc, sc.warmup_tokens, window=sc.warmup_tokens, progress=False)
-    ttfts, throughputs, windows = [], [], []
-    for repeat in range(sc.repeats):
-        ttft, decode_tps, repeat_windows = _generate(backend, prompt, sc, sc.new_tokens, sc.window, sc.progress,
-                                                     desc=f"{cfg.model.name} {repeat + 1}/{sc.repeats}")
-        ttfts.append(ttft)
-        throughputs.append(decode_tps)
-        windows += repeat_windows
-    figures = {"decode_throughput": statistics.median(throughputs), "ttft": statistics.median(ttfts)}
+    repeats = measure_repeats(backend, prompt, cfg.scenario, cfg.model.name)
+    windows = [w for _, _, repeat_windows in repeats for w in repeat_windows]
+    figures = {"ttft": statistics.median(r[0] for r in repeats),
+               "decode_throughput": statistics.median(r[1] for r in repeats)}
     for reading in ("peak_allocated", "peak_reserved"):  # CUDA only
         if windows and reading in windows[0]:
             figures[reading] = max(w[reading] for w in windows)
@@ -107,21 +101,20 @@ class _FirstTokenClock(LogitsProcessor):
 
 
 @torch.inference_mode()
-def _measure_generate(sc, backend, prompt) -> dict:
+def _measure_generate(sc, model, device, prompt) -> dict:
     """transformers' generate() on the same model: median decode throughput and TTFT."""
-    model = backend.as_transformers()
     kwargs = {"max_new_tokens": sc.new_tokens, "min_new_tokens": sc.new_tokens, "do_sample": False,
-              "num_beams": 1, "use_cache": True, "pad_token_id": 0}
-    if sc.kv_cache == "static" and backend.arch == "transformer":
+              "num_beams": 1, "use_cache": True}
+    if sc.kv_cache == "static" and model.config.model_type in ("llama", "mistral"):
         kwargs["cache_implementation"] = "static"
     model.generate(prompt, **kwargs)  # warm-up
     ttfts, throughputs = [], []
     for _ in range(sc.repeats):
-        clock = _FirstTokenClock(backend.device)
-        synchronize(backend.device)
+        clock = _FirstTokenClock(device)
+        synchronize(device)
         start = time.perf_counter()
         model.generate(prompt, logits_processor=LogitsProcessorList([clock]), **kwargs)
-        synchronize(backend.device)
+        synchronize(device)
         end = time.perf_counter()
         ttfts.append(clock.first - start)
         throughputs.append((sc.new_tokens - 1) * sc.batch_size / (end - clock.first))

@@ -22,19 +22,12 @@ from bench.schema import BYTES, SECONDS, TOKENS_PER_S
 
 def run(cfg, backend) -> list[dict]:
     sc = cfg.scenario
-    generator = torch.Generator().manual_seed(cfg.seed)
-    prompt = torch.randint(0, backend.vocab_size(), (sc.batch_size, sc.prompt_len), generator=generator)
-    prompt = prompt.to(backend.device)
+    prompt = random_prompt(backend, sc, cfg.seed)
     common = {"prefill_mode": sc.prefill_mode, "chunk_size": sc.chunk_size if sc.prefill_mode == "sequential" else None,
               "prompt_len": sc.prompt_len, "source": "measured", "kv_cache": sc.kv_cache}
 
-    if sc.warmup_tokens:
-        _generate(backend, prompt, sc, sc.warmup_tokens, window=sc.warmup_tokens, progress=False)
-
     rows, ttfts, throughputs = [], [], []
-    for repeat in range(sc.repeats):
-        ttft, decode_tps, windows = _generate(backend, prompt, sc, sc.new_tokens, sc.window, sc.progress,
-                                              desc=f"{cfg.model.name} {repeat + 1}/{sc.repeats}")
+    for repeat, (ttft, decode_tps, windows) in enumerate(measure_repeats(backend, prompt, sc, cfg.model.name)):
         ttfts.append(ttft)
         throughputs.append(decode_tps)
         for w in windows:
@@ -49,6 +42,21 @@ def run(cfg, backend) -> list[dict]:
             rows.append({**common, "step": sc.new_tokens, "metric": metric, "stat": stat, "value": fn(values),
                          "unit": unit})
     return rows
+
+
+def random_prompt(backend, sc, seed: int) -> torch.Tensor:
+    """(batch_size, prompt_len) token ids, the same for every backend given the seed."""
+    generator = torch.Generator().manual_seed(seed)
+    prompt = torch.randint(0, backend.vocab_size(), (sc.batch_size, sc.prompt_len), generator=generator)
+    return prompt.to(backend.device)
+
+
+def measure_repeats(backend, prompt, sc, name: str) -> list[tuple[float, float, list[dict]]]:
+    """Warm-up tokens, then sc.repeats generations: (ttft s, decode tokens/s, window records) each."""
+    if sc.warmup_tokens:
+        _generate(backend, prompt, sc, sc.warmup_tokens, window=sc.warmup_tokens, progress=False)
+    return [_generate(backend, prompt, sc, sc.new_tokens, sc.window, sc.progress, desc=f"{name} {r + 1}/{sc.repeats}")
+            for r in range(sc.repeats)]
 
 
 @torch.inference_mode()
