@@ -38,6 +38,7 @@ def test_both_tools_measure_the_same_model(model, tmp_path):
         ours, metric = row["tool"].split("/")[0], row["metric"].removesuffix("_ratio")
         assert math.isclose(row["value"], value(ours, metric) / value(OPTIMUM, metric))
         assert bool(row["agrees"]) == (abs(row["value"] - 1) <= cfg.scenario.tolerance)
+    assert value(LOOP, "loop_drift") > 0
     overhead = value(f"{OPTIMUM}-{LOOP}", "decode_overhead")
     assert math.isclose(overhead, 1e3 / value(OPTIMUM, "decode_throughput") - 1e3 / value(LOOP, "decode_throughput"))
     if model == "mamba_d64":  # optimum-benchmark drove the in-repo Mamba through its Auto registration

@@ -253,7 +253,8 @@ def _crosscheck(d: pd.DataFrame) -> Section:
     rows, overheads = [], []
     for key, g in d.groupby(keys, dropna=False, sort=True):
         described = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
-        for metric in dict.fromkeys(g.loc[g["tool"].isin(CROSSCHECK_TOOLS), "metric"]):
+        compared = g["tool"].isin(CROSSCHECK_TOOLS) & (g["metric"] != "loop_drift")
+        for metric in dict.fromkeys(g.loc[compared, "metric"]):
             m = g[g["metric"] == metric]
             unit = m["unit"].iloc[0]
             row = {**described, "metric": f"{metric} ({unit})"}
@@ -266,6 +267,10 @@ def _crosscheck(d: pd.DataFrame) -> Section:
                 row[f"{tool} / {optimum}"] = "—" if r.empty else \
                     f"{r['value'].iloc[0]:.2f}" + (" ✓" if agrees else " ✗")
             rows.append(row)
+        drift = g.loc[g["metric"] == "loop_drift", "value"]
+        if not drift.empty:
+            overheads.append(f"{described.get('model')}: the loop's decode throughput after the other tools ran / "
+                             f"before: {drift.iloc[0]:.2f} (the machine's own drift over the run).")
         extra = g[g["metric"] == "decode_overhead"].set_index("tool")["value"]
         if not extra.empty:
             overheads.append(f"{described.get('model')}: transformers' generate() adds "
@@ -279,8 +284,9 @@ def _crosscheck(d: pd.DataFrame) -> Section:
                    f"{fmt_number(100 * tolerance) if tolerance else '?'}%.")
     s.items.append(pd.DataFrame(rows))
     if overheads:
-        s.items += ["Decode time per token that generate() adds (its logits processors, stopping criteria, output "
-                    "bookkeeping and attention masks): where the loop and optimum-benchmark part.", overheads]
+        s.items += ["How steady the machine was, and the decode time per token that generate() adds (its logits "
+                    "processors, stopping criteria, output bookkeeping and attention masks): where the loop and "
+                    "optimum-benchmark part.", overheads]
     return s
 
 

@@ -4,10 +4,12 @@ optimum-benchmark measured the Falcon Mamba release's throughput and memory figu
 scenario runs one model through both tools and says whether they agree:
 
 1. `ssm-bench`: the generation scenario's loop (prefill, then backend.step per token), `repeats`
-   times, after `warmup_tokens` discarded tokens.
+   times after `warmup_tokens` discarded tokens, once before the other two and once after. The
+   `loop_drift` row (after / before) says how much the machine drifted meanwhile: a ratio
+   outside the tolerance on a machine that drifted as much is not the tools' doing.
 2. `ssm-bench:generate`: the same model driven by transformers' generate() (its transformers
-   form, backend.as_transformers()), timed the way optimum-benchmark times it: prefill ends when
-   the first token's logits reach the logits processors.
+   form, backend.as_transformers()) with optimum-benchmark's inputs and kwargs, timed its way:
+   prefill ends when the first token's logits reach the logits processors.
 3. `optimum-benchmark`: the same model (saved as a transformers checkpoint, so the very same
    random weights) through its inference scenario: pytorch backend, batch, prompt length,
    new tokens, dtype, device, threads and KV cache as above, `repeats` measured generate() calls
@@ -60,8 +62,8 @@ def run(cfg, backend) -> list[dict]:
     # No EOS, as optimum-benchmark sets up a random-weights model: every run makes exactly
     # new_tokens tokens and generate() does no EOS bookkeeping (the loop does none either).
     model.generation_config.eos_token_id = model.generation_config.pad_token_id = None
-    measured = {LOOP: {"baseline_rss": baseline_rss, **_measure_loop(cfg, backend, prompt)},
-                GENERATE: _measure_generate(sc, model, backend.device, prompt)}
+    loop_before = measure_repeats(backend, prompt, sc, cfg.model.name)
+    measured = {GENERATE: _measure_generate(sc, model, backend.device, prompt)}
     with tempfile.TemporaryDirectory(prefix="ssm-bench-crosscheck-") as checkpoint:
         model.save_pretrained(checkpoint)
         measured[OPTIMUM] = run_optimum_benchmark(checkpoint, OptimumSettings(
@@ -69,12 +71,17 @@ def run(cfg, backend) -> list[dict]:
             vocab_size=backend.vocab_size(), batch_size=sc.batch_size, prompt_len=sc.prompt_len,
             new_tokens=sc.new_tokens, iterations=sc.repeats, warmup_runs=sc.optimum_warmup_runs,
             threads=cfg.threads, kv_cache=sc.kv_cache))
+    # The loop runs again after the other two: its before/after ratio shows how much the
+    # machine itself drifted while the tools took turns.
+    loop_after = measure_repeats(backend, prompt, sc, cfg.model.name)
+    measured[LOOP] = {"baseline_rss": baseline_rss, **_loop_figures(loop_before + loop_after),
+                      "drift": _loop_figures(loop_after)["decode_throughput"] /
+                      _loop_figures(loop_before)["decode_throughput"]}
     return _rows(sc, measured)
 
 
-def _measure_loop(cfg, backend, prompt) -> dict:
-    """The generation scenario's own loop: median decode throughput and TTFT, peak memory."""
-    repeats = measure_repeats(backend, prompt, cfg.scenario, cfg.model.name)
+def _loop_figures(repeats: list[tuple[float, float, list[dict]]]) -> dict:
+    """Median decode throughput and TTFT over the loop's repeats, and its peak memory."""
     windows = [w for _, _, repeat_windows in repeats for w in repeat_windows]
     figures = {"ttft": statistics.median(r[0] for r in repeats),
                "decode_throughput": statistics.median(r[1] for r in repeats)}
@@ -104,7 +111,8 @@ class _FirstTokenClock(LogitsProcessor):
 def _measure_generate(sc, model, device, prompt) -> dict:
     """transformers' generate() on the same model: median decode throughput and TTFT."""
     kwargs = {"max_new_tokens": sc.new_tokens, "min_new_tokens": sc.new_tokens, "do_sample": False,
-              "num_beams": 1, "use_cache": True}
+              "num_beams": 1, "use_cache": True,
+              "attention_mask": torch.ones_like(prompt)}  # optimum-benchmark's inputs carry one too
     if sc.kv_cache == "static" and model.config.model_type in ("llama", "mistral"):
         kwargs["cache_implementation"] = "static"
     model.generate(prompt, **kwargs)  # warm-up
@@ -138,6 +146,7 @@ def _rows(sc, measured: dict[str, dict]) -> list[dict]:
     for tool in (LOOP, OPTIMUM):
         rows.append({**common, "tool": tool, "metric": "baseline_rss", "value": float(measured[tool]["baseline_rss"]),
                      "unit": BYTES})
+    rows.append({**common, "tool": LOOP, "metric": "loop_drift", "value": measured[LOOP]["drift"], "unit": RATIO})
     loop_ms = 1e3 * sc.batch_size / measured[LOOP]["decode_throughput"]
     for tool in (GENERATE, OPTIMUM):
         rows.append({**common, "tool": f"{tool}-{LOOP}", "metric": "decode_overhead", "unit": "ms/token",
