@@ -124,12 +124,14 @@ class CrossCheckConfig(GenerationConfig):
     name: str = "crosscheck"
     new_tokens: int = 256
     window: int = 32
-    repeats: int = 5
+    repeats: int = 3
+    rounds: int = 2  # the tools take turns this many times (the loop also runs once before)
     optimum_warmup_runs: int = 1  # optimum-benchmark's short warm-up generates (after its full one)
     tolerance: float = 0.10  # |ours / theirs - 1| that counts as agreement
 
     def __post_init__(self):
         super().__post_init__()
+        _positive("scenario.rounds", self.rounds)
         if self.prefill_mode != "parallel":
             raise ConfigError("scenario.prefill_mode: optimum-benchmark prefills in parallel only")
         if self.new_tokens < 2:

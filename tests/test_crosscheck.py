@@ -12,7 +12,8 @@ from tests.test_harness import load
 
 LOOP, GENERATE, OPTIMUM = CROSSCHECK_TOOLS
 FAST = ["scenario=crosscheck", "scenario.new_tokens=12", "scenario.window=4", "scenario.repeats=2",
-        "scenario.warmup_tokens=2", "scenario.progress=false", "isolate=false", "threads=2"]
+        "scenario.warmup_tokens=2", "scenario.rounds=1", "scenario.progress=false", "isolate=false",
+        "threads=2"]
 
 
 @pytest.mark.parametrize("model", ["mamba_d64", "tiny_llama"])

@@ -4,9 +4,7 @@ optimum-benchmark measured the Falcon Mamba release's throughput and memory figu
 scenario runs one model through both tools and says whether they agree:
 
 1. `ssm-bench`: the generation scenario's loop (prefill, then backend.step per token), `repeats`
-   times after `warmup_tokens` discarded tokens, once before the other two and once after. The
-   `loop_drift` row (after / before) says how much the machine drifted meanwhile: a ratio
-   outside the tolerance on a machine that drifted as much is not the tools' doing.
+   times after `warmup_tokens` discarded tokens.
 2. `ssm-bench:generate`: the same model driven by transformers' generate() (its transformers
    form, backend.as_transformers()) with optimum-benchmark's inputs and kwargs, timed its way:
    prefill ends when the first token's logits reach the logits processors.
@@ -15,8 +13,13 @@ scenario runs one model through both tools and says whether they agree:
    new tokens, dtype, device, threads and KV cache as above, `repeats` measured generate() calls
    (bench/optimum_runner.py), in a fresh process.
 
+The tools take turns for `rounds` rounds, and the loop runs once more before the first: each
+tool's figures span the same stretch of time, so a machine that drifts favours none of them.
+The `loop_drift` row (the loop's last pass / its first) says how much the machine drifted: a
+ratio outside the tolerance on a machine that drifted as much is not the tools' doing.
+
 Both define decode throughput alike: (new_tokens - 1) * batch over the time from the first
-generated token to the last, taken at the median repeat. Peak memory: on CUDA the allocator's
+generated token to the last, at the median repeat (the median over passes). Peak memory: on CUDA the allocator's
 peak (torch.cuda.max_memory_allocated) on both sides; on CPU the peak process RSS. RSS also counts
 a process's libraries, so ours imports optimum-benchmark's too before its model is loaded;
 `baseline_rss` rows give each process's RSS at that point.
@@ -62,22 +65,37 @@ def run(cfg, backend) -> list[dict]:
     # No EOS, as optimum-benchmark sets up a random-weights model: every run makes exactly
     # new_tokens tokens and generate() does no EOS bookkeeping (the loop does none either).
     model.generation_config.eos_token_id = model.generation_config.pad_token_id = None
-    loop_before = measure_repeats(backend, prompt, sc, cfg.model.name)
-    measured = {GENERATE: _measure_generate(sc, model, backend.device, prompt)}
+    settings = OptimumSettings(
+        model_type=model.config.model_type, device=backend.device.type, dtype=cfg.dtype,
+        vocab_size=backend.vocab_size(), batch_size=sc.batch_size, prompt_len=sc.prompt_len,
+        new_tokens=sc.new_tokens, iterations=sc.repeats, warmup_runs=sc.optimum_warmup_runs,
+        threads=cfg.threads, kv_cache=sc.kv_cache)
+    # The tools take turns, `rounds` times, with the loop before the first turn and after each:
+    # every tool's figures then span the same stretch of time, so a machine that drifts (shared
+    # cores, clocks) biases none of them, and the loop's first/last ratio shows the drift.
+    loop_passes = [_loop_figures(measure_repeats(backend, prompt, sc, cfg.model.name))]
+    generate_passes, optimum_passes = [], []
     with tempfile.TemporaryDirectory(prefix="ssm-bench-crosscheck-") as checkpoint:
         model.save_pretrained(checkpoint)
-        measured[OPTIMUM] = run_optimum_benchmark(checkpoint, OptimumSettings(
-            model_type=model.config.model_type, device=backend.device.type, dtype=cfg.dtype,
-            vocab_size=backend.vocab_size(), batch_size=sc.batch_size, prompt_len=sc.prompt_len,
-            new_tokens=sc.new_tokens, iterations=sc.repeats, warmup_runs=sc.optimum_warmup_runs,
-            threads=cfg.threads, kv_cache=sc.kv_cache))
-    # The loop runs again after the other two: its before/after ratio shows how much the
-    # machine itself drifted while the tools took turns.
-    loop_after = measure_repeats(backend, prompt, sc, cfg.model.name)
-    measured[LOOP] = {"baseline_rss": baseline_rss, **_loop_figures(loop_before + loop_after),
-                      "drift": _loop_figures(loop_after)["decode_throughput"] /
-                      _loop_figures(loop_before)["decode_throughput"]}
+        for _ in range(sc.rounds):
+            generate_passes.append(_measure_generate(sc, model, backend.device, prompt))
+            optimum_passes.append(run_optimum_benchmark(checkpoint, settings))
+            loop_passes.append(_loop_figures(measure_repeats(backend, prompt, sc, cfg.model.name)))
+    measured = {LOOP: {**_combine(loop_passes), "baseline_rss": baseline_rss,
+                       "drift": loop_passes[-1]["decode_throughput"] / loop_passes[0]["decode_throughput"]},
+                GENERATE: _combine(generate_passes),
+                OPTIMUM: {**_combine(optimum_passes), "baseline_rss": optimum_passes[0]["baseline_rss"]}}
     return _rows(sc, measured)
+
+
+def _combine(passes: list[dict]) -> dict:
+    """One tool's passes -> the median of their speed figures and the largest of their peaks."""
+    combined = {}
+    for metric in COMPARED:
+        values = [p[metric] for p in passes if metric in p]
+        if values:
+            combined[metric] = max(values) if metric.startswith("peak") else statistics.median(values)
+    return combined
 
 
 def _loop_figures(repeats: list[tuple[float, float, list[dict]]]) -> dict:
@@ -134,6 +152,7 @@ def _rows(sc, measured: dict[str, dict]) -> list[dict]:
               "kv_cache": sc.kv_cache, "repeats": sc.repeats}
     theirs = measured[OPTIMUM]
     rows = []
+    common["rounds"] = sc.rounds
     for metric, unit in COMPARED.items():
         for tool, figures in measured.items():
             if metric in figures:
