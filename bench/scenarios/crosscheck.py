@@ -65,11 +65,12 @@ def run(cfg, backend) -> list[dict]:
     # No EOS, as optimum-benchmark sets up a random-weights model: every run makes exactly
     # new_tokens tokens and generate() does no EOS bookkeeping (the loop does none either).
     model.generation_config.eos_token_id = model.generation_config.pad_token_id = None
+    static_cache = sc.kv_cache == "static" and backend.arch == "transformer"
     settings = OptimumSettings(
         model_type=model.config.model_type, device=backend.device.type, dtype=cfg.dtype,
         vocab_size=backend.vocab_size(), batch_size=sc.batch_size, prompt_len=sc.prompt_len,
         new_tokens=sc.new_tokens, iterations=sc.repeats, warmup_runs=sc.optimum_warmup_runs,
-        threads=cfg.threads, kv_cache=sc.kv_cache)
+        threads=cfg.threads, kv_cache="static" if static_cache else "dynamic")
     # The tools take turns, `rounds` times, with the loop before the first turn and after each:
     # every tool's figures then span the same stretch of time, so a machine that drifts (shared
     # cores, clocks) biases none of them, and the loop's first/last ratio shows the drift.
@@ -78,7 +79,7 @@ def run(cfg, backend) -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="ssm-bench-crosscheck-") as checkpoint:
         model.save_pretrained(checkpoint)
         for _ in range(sc.rounds):
-            generate_passes.append(_measure_generate(sc, model, backend.device, prompt))
+            generate_passes.append(_measure_generate(sc, model, backend.device, prompt, static_cache))
             optimum_passes.append(run_optimum_benchmark(checkpoint, settings))
             loop_passes.append(_loop_figures(measure_repeats(backend, prompt, sc, cfg.model.name)))
     measured = {LOOP: {**_combine(loop_passes), "baseline_rss": baseline_rss,
@@ -126,12 +127,12 @@ class _FirstTokenClock(LogitsProcessor):
 
 
 @torch.inference_mode()
-def _measure_generate(sc, model, device, prompt) -> dict:
+def _measure_generate(sc, model, device, prompt, static_cache: bool) -> dict:
     """transformers' generate() on the same model: median decode throughput and TTFT."""
     kwargs = {"max_new_tokens": sc.new_tokens, "min_new_tokens": sc.new_tokens, "do_sample": False,
               "num_beams": 1, "use_cache": True,
               "attention_mask": torch.ones_like(prompt)}  # optimum-benchmark's inputs carry one too
-    if sc.kv_cache == "static" and model.config.model_type in ("llama", "mistral"):
+    if static_cache:
         kwargs["cache_implementation"] = "static"
     model.generate(prompt, **kwargs)  # warm-up
     ttfts, throughputs = [], []
@@ -149,10 +150,9 @@ def _measure_generate(sc, model, device, prompt) -> dict:
 
 def _rows(sc, measured: dict[str, dict]) -> list[dict]:
     common = {"prefill_mode": "parallel", "prompt_len": sc.prompt_len, "step": sc.new_tokens, "source": "measured",
-              "kv_cache": sc.kv_cache, "repeats": sc.repeats}
+              "kv_cache": sc.kv_cache, "repeats": sc.repeats, "rounds": sc.rounds}
     theirs = measured[OPTIMUM]
     rows = []
-    common["rounds"] = sc.rounds
     for metric, unit in COMPARED.items():
         for tool, figures in measured.items():
             if metric in figures:
