@@ -16,8 +16,8 @@ from omegaconf import MISSING
 
 from bench.schema import ARCHS
 
-FAMILIES = ("mamba", "falcon_mamba", "llama", "mistral")
-IMPLS = ("ssm_bench", "transformers")
+FAMILIES = ("mamba", "falcon_mamba", "llama", "mistral", "dummy")
+IMPLS = ("ssm_bench", "transformers", "dummy")
 WEIGHTS = ("random", "pretrained")
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
@@ -44,8 +44,8 @@ def _positive(field_name: str, value):
 class ModelConfig:
     name: str = MISSING
     arch: str = MISSING  # ssm | transformer
-    family: str = MISSING  # mamba | falcon_mamba | llama | mistral: picks the config/model class
-    impl: str = "ssm_bench"  # the backend: ssm_bench (in-repo Mamba) | transformers
+    family: str = MISSING  # mamba | falcon_mamba | llama | mistral | dummy: picks the config/model class
+    impl: str = "ssm_bench"  # the backend: ssm_bench (in-repo Mamba) | transformers | dummy (no model)
     # 65024 (Falcon Mamba's) for every model, so embeddings and LM head are matched.
     vocab_size: int = 65024
     weights: str = "random"  # random (fast init) | pretrained (local HF-format directory in `path`)
@@ -65,6 +65,8 @@ class ModelConfig:
             raise ConfigError("model.path: required when model.weights=pretrained (a local HF-format directory)")
         if self.impl == "ssm_bench" and self.family not in ("mamba", "falcon_mamba"):
             raise ConfigError(f"model.impl: ssm_bench runs Mamba families only, not {self.family!r}")
+        if (self.impl == "dummy") != (self.family == "dummy"):
+            raise ConfigError("model.impl: the dummy backend and the dummy family go together")
 
 
 @dataclass

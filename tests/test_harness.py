@@ -58,6 +58,7 @@ def test_every_scenario_composes_and_validates(scenario):
     (["scenario.new_tokens=0"], "scenario.new_tokens: must be >= 1"),
     (["model.weights=pretrained"], "model.path: required"),
     (["hardware.device=tpu"], "hardware.device"),
+    (["model=dummy", "model.impl=transformers"], "model.impl: the dummy backend and the dummy family go together"),
 ])
 def test_impossible_values_fail_with_the_field_name(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -77,7 +78,7 @@ def test_cli_config_error_is_one_line(tmp_path):
     assert out.stderr.strip().splitlines()[-1].startswith("ssm-bench: config error: dtype: 'int8'")
 
 
-@pytest.mark.parametrize("model", ["tiny_mamba", "tiny_llama", "tiny_mistral"])
+@pytest.mark.parametrize("model", ["tiny_mamba", "tiny_llama", "tiny_mistral", "dummy"])
 def test_backends_share_vocab_dtype_and_interface(model):
     cfg = load([f"model={model}"])
     backend = get_backend_class(cfg.model.impl)(cfg.model, torch.device("cpu"), torch.float32)
@@ -107,6 +108,17 @@ def test_generation_rows_are_tidy_and_memory_trends_differ(tmp_path):
     assert all(b > a for a, b in zip(llama, llama[1:]))  # growing
     # 2 layers x (k, v) x 1 KV head x 32 dims x 4 bytes per token; 64 tokens = prompt 1 + 63 steps
     assert llama[-1] == 2 * 2 * 1 * 32 * 4 * 64
+
+
+@pytest.mark.parametrize("arch", ["ssm", "transformer"])
+def test_dummy_backend_state_follows_its_arch(arch, tmp_path):
+    """No model library involved: the harness alone shows a flat state or one growing per token."""
+    cfg = load(["model=dummy", f"model.arch={arch}", *FAST, "scenario.new_tokens=32", "scenario.window=8"])
+    table = runner.run_job(cfg, tmp_path)
+    assert (table["status"] == "ok").all() and set(table["impl"]) == {"dummy"} and set(table["arch"]) == {arch}
+    states = table[table.metric == "state_bytes"]["value"].tolist()
+    row = 16 * 4  # hidden_size float32s
+    assert states == ([row] * 4 if arch == "ssm" else [row * n for n in (8, 16, 24, 32)])
 
 
 def test_results_are_atomic_and_a_finished_run_is_skipped(tmp_path):

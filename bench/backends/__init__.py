@@ -8,6 +8,7 @@ REGISTRY: dict[str, str] = {
     # impl name -> "module:Class"; imported on demand so a backend's heavy imports stay lazy.
     "ssm_bench": "bench.backends.mamba:MambaBackend",
     "transformers": "bench.backends.transformers:TransformersBackend",
+    "dummy": "bench.backends.dummy:DummyBackend",
 }
 
 
