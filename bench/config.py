@@ -21,6 +21,7 @@ IMPLS = ("ssm_bench", "transformers", "dummy")
 WEIGHTS = ("random", "pretrained")
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
+KERNELS = ("cpu", "cuda")
 PREFILL_MODES = ("parallel", "sequential")
 KV_CACHES = ("dynamic", "static")
 HARNESSES = {"lm_eval": ("local", "v2"), "lighteval": ("local", "v1")}  # harness -> its suites
@@ -77,9 +78,13 @@ class HardwareConfig:
     overhead_gib: float = 0.0  # per-process runtime overhead (CUDA context, allocator slack)
     bandwidth_gbps: float = MISSING  # memory bandwidth, GB/s: decode roofline
     peak_tflops: float = MISSING  # dense peak at the profile's main dtype: prefill roofline
+    # The kernels a run on this hardware takes (cpu: our C scan; cuda: our Triton scan). A
+    # simulated max_seq_len search emulating this profile allocates as they do.
+    kernels: str = "cpu"
 
     def __post_init__(self):
         _one_of("hardware.device", self.device, DEVICES)
+        _one_of("hardware.kernels", self.kernels, KERNELS)
         if self.memory_gib <= self.overhead_gib:
             raise ConfigError(f"hardware.memory_gib: {self.memory_gib} must exceed overhead_gib {self.overhead_gib}")
 

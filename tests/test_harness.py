@@ -58,6 +58,7 @@ def test_every_scenario_composes_and_validates(scenario):
     (["scenario.new_tokens=0"], "scenario.new_tokens: must be >= 1"),
     (["model.weights=pretrained"], "model.path: required"),
     (["hardware.device=tpu"], "hardware.device"),
+    (["hardware.kernels=tpu"], "hardware.kernels"),
     (["model=dummy", "model.impl=transformers"], "model.impl: the dummy backend and the dummy family go together"),
 ])
 def test_impossible_values_fail_with_the_field_name(override, message):

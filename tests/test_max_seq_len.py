@@ -271,3 +271,29 @@ def test_paper_fp32_7b_weights_exceed_the_a10_budget():
         assert row["verdict"] == "weights_exceed_budget" and row["limiting_factor"] == "weights"
         weights = next(r for r in rows if r["model"] == model and r["metric"] == "weights_bytes_at_limit")
         assert weights["value"] > 28e9 and row["source"] == "simulated"
+
+
+@pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1", reason="runs the Triton scan in Triton's interpreter")
+def test_cuda_twin_allocates_what_the_triton_scan_allocates():
+    """Emulating a GPU, simulation follows the Triton scan, here run by Triton's interpreter: the
+    same outputs' shapes and dtypes, and the same bytes allocated once the interpreter's own host
+    copies of the tensor arguments (which a GPU does not make) are set aside."""
+    pytest.importorskip("triton")
+    from bench.memory.fake_kernels import TWINS, triton_scan_twin
+    from models.ops import scan_backend
+    from models.ops.triton_selective_scan import selective_scan_triton
+    from tests.scan_inputs import random_scan_inputs
+
+    u, delta, A, B, C, D, z, _ = random_scan_inputs(0, 1, 24, 16, 4, with_state=False)
+    u, delta, B, C, z = (t.bfloat16() for t in (u, delta, B, C, z))
+    interpreter_copies = sum(t.nbytes for t in (u, delta, A, B, C, D, z))
+    allocated = {}
+    for name, scan in (("triton", selective_scan_triton), ("twin", triton_scan_twin)):
+        tracker = CpuTracker()
+        with tracker.track() as m:
+            y, h = scan(u, delta, A, B, C, D, z)
+        allocated[name] = (m.peak_bytes, y.shape, y.dtype, h.shape, h.dtype)
+    triton_peak, *triton_outputs = allocated["triton"]
+    twin_peak, *twin_outputs = allocated["twin"]
+    assert twin_outputs == triton_outputs and triton_peak - interpreter_copies == twin_peak
+    assert (scan_backend, "selective_scan", triton_scan_twin) in TWINS["cuda"]

@@ -57,16 +57,27 @@ def fused_scan_twin(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
     return y.to(u.dtype), h
 
 
+def triton_scan_twin(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                     z: Tensor | None = None, initial_state: Tensor | None = None,
+                     chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+    """Allocations of models.ops.triton_selective_scan.selective_scan_triton, the CUDA path: y in
+    u's dtype and the float32 final state. It reads its inputs in place, whatever their dtype."""
+    bsz, _, dim = u.shape
+    return torch.empty_like(u), torch.empty(bsz, dim, A.shape[1], dtype=torch.float32, device=u.device)
+
+
 def selective_scan_dispatch_twin(*args, **kwargs):
-    """Twin of models.ops.scan_backend.selective_scan: the path a real tensor would take.
+    """Twin of models.ops.scan_backend.selective_scan on a CPU: the path a real tensor would take.
     Fake tensors always fall through to the PyTorch scan, so the choice is made here."""
     if scan_backend.use_cpu_kernels and cpu_scan.available():
         return fused_scan_twin(*args, **kwargs)
     return selective_scan_chunked_twin(*args, **kwargs)
 
 
-# (module, attribute, twin): swapped in for the duration of a simulated trial.
-TWINS = [
-    (real_scan, "selective_scan_chunked", selective_scan_chunked_twin),
-    (scan_backend, "selective_scan", selective_scan_dispatch_twin),
-]
+# hardware.kernels -> (module, attribute, twin) swapped in for the duration of a simulated trial.
+TWINS = {
+    "cpu": [(real_scan, "selective_scan_chunked", selective_scan_chunked_twin),
+            (scan_backend, "selective_scan", selective_scan_dispatch_twin)],
+    "cuda": [(real_scan, "selective_scan_chunked", selective_scan_chunked_twin),
+             (scan_backend, "selective_scan", triton_scan_twin)],
+}

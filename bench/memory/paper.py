@@ -12,23 +12,25 @@ import math
 import sys
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
-A10_24GB = dict(name="a10_24gb", memory_gib=24.0, device="cpu")  # + overhead_gib, a parameter
-CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # The paper's models, by their config names in configs/model/ (the same YAML the Hydra app uses).
 PAPER_MODELS = ("falcon_mamba_7b", "llama_3_1_8b", "mistral_7b")
 
 
-def model_config(name: str):
-    """configs/model/<name>.yaml as a validated ModelConfig (its `defaults` entry names the schema)."""
+def _config(group: str, name: str, schema):
+    """configs/<group>/<name>.yaml as a validated schema object (its `defaults` entry names it)."""
     from omegaconf import OmegaConf
 
+    values = OmegaConf.to_container(OmegaConf.load(CONFIGS / group / f"{name}.yaml"))
+    values.pop("defaults", None)
+    return schema(**values)
+
+
+def model_config(name: str):
     from bench.config import ModelConfig
 
-    values = OmegaConf.to_container(OmegaConf.load(CONFIGS / f"{name}.yaml"))
-    values.pop("defaults", None)
-    return ModelConfig(**values)
+    return _config("model", name, ModelConfig)
 
 
 def make_backend(model: str, dtype):
@@ -49,8 +51,11 @@ def paper_table(overhead_gib: float = 1.0, dtypes=("float32", "bfloat16"), model
 
     from bench.scenarios.max_seq_len import MaxSeqLenConfig, search
 
+    from bench.config import HardwareConfig
+
     dtype_of = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    hardware = SimpleNamespace(**A10_24GB, overhead_gib=overhead_gib)
+    hardware = _config("hardware", "a10_24gb", HardwareConfig)
+    hardware.overhead_gib = overhead_gib
     cfg = MaxSeqLenConfig(measure="simulate", modes=list(modes), chunk_size=chunk_size, resolution=resolution,
                           start_len=start_len, max_len=max_len)
     rows = []

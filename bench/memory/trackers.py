@@ -220,16 +220,17 @@ class SimulateTracker(CpuTracker):
 
     NAME, SOURCE = "simulate", "simulated"
 
-    def __init__(self, twins: list | None = None):
-        """twins: (module, attribute, replacement) swapped in during trials; default
-        bench.memory.fake_kernels.TWINS (allocation twins of the models' Python loops)."""
+    def __init__(self, kernels: str = "cpu", twins: list | None = None):
+        """kernels: whose allocations the scans follow, "cpu" or "cuda" (the emulated hardware's).
+        twins: (module, attribute, replacement) swapped in during trials; default
+        bench.memory.fake_kernels.TWINS[kernels] (allocation twins of the kernels and loops)."""
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         from bench.memory.fake_kernels import TWINS
 
         self.fake_mode = FakeTensorMode()
         self._mode = _LiveBytes(skip_inplace=True)
-        self.twins = TWINS if twins is None else twins
+        self.twins = TWINS[kernels] if twins is None else twins
 
     def build(self, make: Callable[[], object]) -> object:
         with self.fake_mode, torch.device("cpu"), _quiet():
@@ -254,13 +255,14 @@ def _quiet():
         yield
 
 
-def make_tracker(measure: str, device: str | torch.device = "cuda", cap_bytes: int | None = None) -> MemoryTracker:
+def make_tracker(measure: str, device: str | torch.device = "cuda", cap_bytes: int | None = None,
+                 kernels: str = "cpu") -> MemoryTracker:
     if measure == "cuda":
         return CudaTracker(device, cap_bytes)
     if measure == "cpu":
         return CpuTracker()
     if measure == "simulate":
-        return SimulateTracker()
+        return SimulateTracker(kernels)
     raise ValueError(f"measure must be one of {TRACKERS}, got {measure!r}")
 
 

@@ -129,7 +129,8 @@ def run(cfg, backend) -> list[dict]:
 def search(cfg: MaxSeqLenConfig, backend, hardware) -> list[dict]:
     """Search each prefill mode; return tidy rows (see bench/schema.py)."""
     budget = budget_bytes(hardware)
-    tracker = make_tracker(cfg.measure, device=backend.device, cap_bytes=budget)
+    tracker = make_tracker(cfg.measure, device=backend.device, cap_bytes=budget,
+                           kernels=getattr(hardware, "kernels", "cpu"))
     load_backend(backend, tracker)
     tracker.clean()
     weights = tracker.live_bytes()
