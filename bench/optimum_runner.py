@@ -5,12 +5,13 @@ scenario (pytorch backend, latency and memory tracking, greedy generate of exact
 tokens) in a fresh spawned process, and returns its figures in our units. The in-repo Mamba goes
 through its transformers registration (models/hf.py); the Transformers through their own classes.
 
-Two adaptations, both kept here:
+Three adaptations, all kept here:
 - optimum-benchmark's `no_weights` (random weights) downloads config.json from the hub, which a
   local directory cannot satisfy offline. The caller therefore saves the randomly initialised
   model it built and optimum-benchmark loads that: random weights, and the same ones on both sides.
 - optimum-benchmark 0.6.0 imports `transformers.SpecialTokensMixin`, which transformers 5 removed;
   it is only a type alias there, so PreTrainedTokenizerBase stands in (optimum-benchmark PR #338).
+- its memory monitor is a multiprocessing.Process, started with fork here (see _measure).
 """
 
 from __future__ import annotations
