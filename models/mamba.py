@@ -388,7 +388,8 @@ class MambaLM(nn.Module):
         for layer, state in zip(self.backbone.layers, cache.layers):
             hidden = layer.step(hidden, state)
         cache.seqlen_offset += 1
-        return self._logits(hidden)
+        norm_f = self.backbone.norm_f  # as in _logits; one kernel on CUDA and on CPU
+        return self.lm_head(scan_backend.rms_norm(hidden, norm_f.weight, norm_f.eps))
 
     @torch.no_grad()
     def prefill(self, input_ids: Tensor, mode: str = "parallel", chunk_size: int = 1,

@@ -69,3 +69,23 @@ def test_c_scan_equals_sequential_recurrence(seed, b, l, d, n, with_state, gated
                                             None if z is None else z[:, :1], initial_state=h0)
         torch.testing.assert_close(y1, y1_ref[:, 0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(state, h1_ref, rtol=1e-4, atol=1e-5)
+
+
+@settings(max_examples=30, deadline=None)
+@given(seed=st.integers(0, 2**16), rows=st.integers(1, 4), dim=st.integers(1, 80), offset=st.integers(0, 7),
+       weighted=st.booleans())
+def test_c_rms_norm_equals_the_pytorch_norm(seed, rows, dim, offset, weighted):
+    """The decode step's norms: on a column slice of a wider tensor (Falcon's dt, B, C are slices of
+    x_proj's output), with and without a weight."""
+    if not cpu_scan.available():
+        import pytest
+
+        pytest.skip(f"no C compiler: {cpu_scan._load_error}")
+    from models.ops.selective_scan import _rms_normalize, rms_norm_ref
+
+    g = torch.Generator().manual_seed(seed)
+    wide = torch.randn(rows, offset + dim + 3, generator=g) * 3
+    x = wide[:, offset:offset + dim]
+    weight = torch.randn(dim, generator=g) if weighted else None
+    expected = rms_norm_ref(x, weight, 1e-6) if weighted else _rms_normalize(x, 1e-6)
+    torch.testing.assert_close(cpu_scan.rms_norm_cpu(x, weight, 1e-6), expected, rtol=1e-5, atol=1e-6)

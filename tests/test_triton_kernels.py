@@ -214,7 +214,7 @@ def test_rms_norm_matches_reference_and_model_norm(dtype):
 def test_cpu_tensors_never_take_the_triton_paths(monkeypatch):
     model = MambaLM(MambaConfig(model_type="falcon_mamba", num_hidden_layers=1))
     for cpu_kernels, expected in ((False, {"torch_chunked", "torch_state_update", "torch_conv_update"}),
-                                  (True, {"cpu_c", "cpu_c_state_update", "cpu_c_conv_update"})):
+                                  (True, {"cpu_c", "cpu_c_state_update", "cpu_c_conv_update", "cpu_c_rms_norm"})):
         if cpu_kernels and not scan_backend.cpu_scan.available():
             continue
         monkeypatch.setattr(scan_backend, "use_cpu_kernels", cpu_kernels)

@@ -7,7 +7,8 @@ walks the sequence with their (16, n) state in L1 cache: inputs are read once, y
 exp() vectorised by the compiler. Nothing of size (L, d, n) or (chunk, d, n) is allocated.
 
 A second function does the decode step of the causal conv (shift, insert, dot, SiLU) in one
-call instead of six dispatches.
+call instead of six dispatches, and a third the RMS norms of the decode step (the block's
+pre-norm, Falcon's weightless norms of dt, B and C, the final norm): one call instead of seven.
 
 Threads: the channel blocks are split among torch.get_num_threads() Python threads (ctypes
 drops the GIL); no OpenMP runtime is linked. The kernels are compiled with the system C
@@ -88,6 +89,28 @@ void conv_state_update(float* conv_state, const float* x, const float* w, const 
         y[i] = acc / (1.0f + expf(-acc));
     }
 }
+
+/* RMS norm of `rows` rows of `dim` floats: out = x / sqrt(mean(x^2) + eps) (* w). Row r of x starts
+   at x + r * x_stride (a column slice of a wider tensor needs no copy); out is contiguous; w may
+   be NULL (Falcon Mamba's weightless norms). */
+void rms_norm(const float* x, int64_t x_stride, const float* w, float* out, int64_t rows, int64_t dim,
+              float eps) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float* xr = x + r * x_stride;
+        float* o = out + r * dim;
+        float sum = 0.0f;
+        #pragma omp simd reduction(+:sum)
+        for (int64_t i = 0; i < dim; i++) sum += xr[i] * xr[i];
+        const float scale = 1.0f / sqrtf(sum / (float)dim + eps);
+        if (w) {
+            #pragma omp simd
+            for (int64_t i = 0; i < dim; i++) o[i] = w[i] * (xr[i] * scale);
+        } else {
+            #pragma omp simd
+            for (int64_t i = 0; i < dim; i++) o[i] = xr[i] * scale;
+        }
+    }
+}
 """
 # -fopenmp-simd: vectorise the state loop (with libmvec's expf) without an OpenMP runtime, whose
 # spinning threads would fight torch's own pool for the cores. Threads come from Python instead.
@@ -119,6 +142,9 @@ def _compile() -> ctypes.CDLL:
     lib.selective_scan_fwd.argtypes = [ctypes.c_void_p] * 9 + [ctypes.c_int64] * 6 + [ctypes.c_void_p]
     lib.conv_state_update.restype = None
     lib.conv_state_update.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3
+    lib.rms_norm.restype = None
+    lib.rms_norm.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
+                             ctypes.c_int64, ctypes.c_int64, ctypes.c_float]
     return lib
 
 
@@ -204,3 +230,14 @@ def conv_state_update_cpu(conv_state: Tensor, x: Tensor, weight: Tensor, bias: T
     _lib.conv_state_update(conv_state.data_ptr(), x.data_ptr(), weight.data_ptr(),
                            0 if bias is None else bias.data_ptr(), y.data_ptr(), bsz, dim, K)
     return y
+
+
+def rms_norm_cpu(x: Tensor, weight: Tensor | None, eps: float) -> Tensor:
+    """x (b, dim) float32 with a unit-stride last dim (a contiguous tensor, or a column slice of
+    one) -> x / rms(x) (* weight), (b, dim) float32. weight: (dim,) float32 or None."""
+    assert x.dtype == torch.float32 and x.dim() == 2 and x.stride(1) == 1
+    assert weight is None or (weight.dtype == torch.float32 and weight.is_contiguous())
+    out = torch.empty(x.shape)
+    _lib.rms_norm(x.data_ptr(), x.stride(0), 0 if weight is None else weight.data_ptr(), out.data_ptr(),
+                  x.shape[0], x.shape[1], eps)
+    return out

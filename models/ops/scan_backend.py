@@ -96,8 +96,9 @@ def selective_step(state: Tensor, x: Tensor, z: Tensor | None, x_dbl: Tensor, dt
         used.add("triton_fused_step")
         return _triton_fused_step(state, x, z, x_dbl, dt_proj_weight, dt_proj_bias, A, D, dt_rank, d_state,
                                   rms_eps)
-    # The unfused sequence (selective_step_ref), with the state update dispatched as above.
-    dt, B, C = torch_ops.selective_step_inputs(x_dbl, dt_proj_weight, dt_proj_bias, dt_rank, d_state, rms_eps)
+    # The unfused sequence (selective_step_ref), with the norms and the state update dispatched.
+    dt, B, C = torch_ops.selective_step_inputs(x_dbl, dt_proj_weight, dt_proj_bias, dt_rank, d_state, rms_eps,
+                                               normalize=rms_normalize)
     return selective_state_update(state, x, dt, A, B, C, D, z)
 
 
@@ -106,7 +107,23 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     if _triton_rms_norm is not None and use_triton and x.is_cuda:
         used.add("triton_rms_norm")
         return _triton_rms_norm(x, weight, eps)
+    if _cpu_norm(x) and weight.dtype == torch.float32:
+        used.add("cpu_c_rms_norm")
+        return cpu_scan.rms_norm_cpu(x, weight, eps)
     return torch_ops.rms_norm_ref(x, weight, eps)
+
+
+def rms_normalize(x: Tensor, eps: float) -> Tensor:
+    """Weightless RMS norm (Falcon Mamba's dt, B, C) of a decode step's (b, X) rows, in x's dtype."""
+    if _cpu_norm(x):
+        used.add("cpu_c_rms_norm")
+        return cpu_scan.rms_norm_cpu(x, None, eps)
+    return torch_ops._rms_normalize(x, eps)
+
+
+def _cpu_norm(x: Tensor) -> bool:
+    # The C norm takes float32 rows with a unit-stride last dim (decode-step sizes).
+    return x.dtype == torch.float32 and x.dim() == 2 and x.stride(1) == 1 and _cpu_fast(x)
 
 
 def conv_state_update(conv_state: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None = None,

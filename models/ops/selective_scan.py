@@ -126,16 +126,19 @@ def selective_step_inputs(
     dt_rank: int,
     d_state: int,
     rms_eps: float | None = None,
+    normalize=None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """x_proj's output -> the SSM inputs of one token, exactly as MambaMixer._dt_B_C computes them.
 
     x_dbl: (b, R + 2N), the concatenation [dt | B | C]; dt_proj_weight: (D, R); dt_proj_bias: (D,).
-    With rms_eps (Falcon Mamba), dt, B and C are each RMS-normalised first, without weights.
+    With rms_eps (Falcon Mamba), dt, B and C are each RMS-normalised first, without weights, by
+    `normalize(x, eps)` (default: the PyTorch ops below; the CPU path passes its C kernel).
     Returns dt (b, D) float32 after softplus; B, C (b, N) in x_dbl's dtype.
     """
     dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
     if rms_eps is not None:
-        dt, B, C = (_rms_normalize(t, rms_eps) for t in (dt, B, C))
+        normalize = normalize or _rms_normalize
+        dt, B, C = (normalize(t, rms_eps) for t in (dt, B, C))
     dt = F.softplus(_fp32(F.linear(dt, dt_proj_weight, dt_proj_bias)))  # (b, D)
     return dt, B, C
 
