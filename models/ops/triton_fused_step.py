@@ -33,6 +33,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from models.ops.triton_state_update import _state_step
+
 
 @triton.jit
 def _softplus(x):
@@ -100,21 +102,12 @@ def _fused_step_kernel(
         acc += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
     dt = _softplus(acc.to(io_dtype).to(tl.float32))  # (BLOCK_D,); F.linear returns io_dtype
 
-    # The state update, as in triton_state_update._state_update_kernel.
+    # The state update and gated output, the same code as the unfused kernel's.
     state_ptrs = state_ptr + pid_b * s_s_b + offs_d[:, None] * s_s_d + offs_n[None, :] * s_s_n
-    h = tl.load(state_ptrs, mask=mask_dn, other=0.0)  # (BLOCK_D, BLOCK_N) float32
     x = tl.load(x_ptr + pid_b * s_x_b + offs_d * s_x_d, mask=mask_d, other=0.0).to(tl.float32)
     A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask_dn, other=0.0).to(tl.float32)
-    h = tl.exp(dt[:, None] * A) * h + (dt * x)[:, None] * Bv[None, :]
-    tl.store(state_ptrs, h, mask=mask_dn)
-
-    y = tl.sum(h * Cv[None, :], axis=1)  # (BLOCK_D,)
-    if HAS_D:
-        y += x * tl.load(D_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    if HAS_Z:
-        z = tl.load(z_ptr + pid_b * s_z_b + offs_d * s_z_d, mask=mask_d, other=0.0).to(tl.float32)
-        y *= z * tl.sigmoid(z)  # y * silu(z)
-    tl.store(y_ptr + pid_b * s_y_b + offs_d * s_y_d, y.to(y_ptr.dtype.element_ty), mask=mask_d)
+    _state_step(state_ptrs, mask_dn, A, dt, x, Bv, Cv, D_ptr, z_ptr, y_ptr, pid_b, offs_d, mask_d,
+                s_z_b, s_z_d, s_y_b, s_y_d, HAS_D, HAS_Z)
 
 
 def selective_step_fused_triton(state: Tensor, x: Tensor, z: Tensor | None, x_dbl: Tensor,

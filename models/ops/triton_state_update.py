@@ -45,13 +45,23 @@ def _state_update_kernel(
     mask_dn = mask_d[:, None] & mask_n[None, :]
 
     state_ptrs = state_ptr + pid_b * s_s_b + offs_d[:, None] * s_s_d + offs_n[None, :] * s_s_n
-    h = tl.load(state_ptrs, mask=mask_dn, other=0.0).to(tl.float32)  # (BLOCK_D, BLOCK_N)
     u = tl.load(u_ptr + pid_b * s_u_b + offs_d * s_u_d, mask=mask_d, other=0.0).to(tl.float32)
     dt = tl.load(dt_ptr + pid_b * s_dt_b + offs_d * s_dt_d, mask=mask_d, other=0.0).to(tl.float32)
     A = tl.load(A_ptr + offs_d[:, None] * s_A_d + offs_n[None, :] * s_A_n, mask=mask_dn, other=0.0).to(tl.float32)
     Bv = tl.load(B_ptr + pid_b * s_B_b + offs_n * s_B_n, mask=mask_n, other=0.0).to(tl.float32)  # (BLOCK_N,)
     Cv = tl.load(C_ptr + pid_b * s_C_b + offs_n * s_C_n, mask=mask_n, other=0.0).to(tl.float32)
+    _state_step(state_ptrs, mask_dn, A, dt, u, Bv, Cv, D_ptr, z_ptr, y_ptr, pid_b, offs_d, mask_d,
+                s_z_b, s_z_d, s_y_b, s_y_d, HAS_D, HAS_Z)
 
+
+@triton.jit
+def _state_step(state_ptrs, mask_dn, A, dt, u, Bv, Cv, D_ptr, z_ptr, y_ptr, pid_b, offs_d, mask_d,
+                s_z_b, s_z_d, s_y_b, s_y_d, HAS_D: tl.constexpr, HAS_Z: tl.constexpr):
+    """The state update and the gated output of one token, for BLOCK_D channels (shared with
+    triton_fused_step): state = exp(dt * A) * state + dt * u * B in place (float32), then
+    y = (<state, C> + D * u) * silu(z), stored in y's dtype. A (BLOCK_D, BLOCK_N); dt, u (BLOCK_D,);
+    Bv, Cv (BLOCK_N,); all float32."""
+    h = tl.load(state_ptrs, mask=mask_dn, other=0.0).to(tl.float32)  # (BLOCK_D, BLOCK_N)
     h = tl.exp(dt[:, None] * A) * h + (dt * u)[:, None] * Bv[None, :]
     tl.store(state_ptrs, h, mask=mask_dn)
 
