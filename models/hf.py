@@ -144,11 +144,12 @@ class SsmBenchMambaForCausalLM(PreTrainedModel, GenerationMixin):
         if isinstance(cache, MambaCache):  # decoding: the state holds the prefix
             logits = torch.stack([self.mamba.step(input_ids[:, t], cache) for t in range(input_ids.shape[1])], 1)
             return CausalLMOutput(logits=logits.float(), cache=cache)
-        if use_cache and not _has_padding(attention_mask):  # the prompt: parallel prefill, keep the state
+        padded = _has_padding(attention_mask)
+        if use_cache and not padded:  # the prompt: parallel prefill, keep the state
             cache = self.mamba.allocate_inference_cache(input_ids.shape[0])
             logits = self.mamba(input_ids, cache, logits_to_keep=logits_to_keep)
             return CausalLMOutput(logits=logits.float(), cache=cache)
-        if _has_padding(attention_mask):
+        if padded:
             logits = self._forward_padded(input_ids, attention_mask)
             if logits_to_keep:
                 logits = logits[:, -logits_to_keep:]

@@ -46,11 +46,10 @@ class DummyBackend(Backend):
 
     @torch.inference_mode()
     def prefill(self, input_ids: Tensor, mode="parallel", chunk_size=1, logits_to_keep=1):
+        # A bigram model has nothing to parallelise: every mode feeds the prompt token by token.
         state = DummyState()
-        chunk = input_ids.shape[1] if mode == "parallel" else chunk_size
-        for start in range(0, input_ids.shape[1], chunk):
-            for t in range(start, min(start + chunk, input_ids.shape[1])):
-                logits = self.step(input_ids[:, t], state)
+        for t in range(input_ids.shape[1]):
+            logits = self.step(input_ids[:, t], state)
         return logits, state
 
     @torch.inference_mode()
