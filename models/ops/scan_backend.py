@@ -9,9 +9,9 @@ Prefill scan, on CUDA tensors:
 On CPU tensors: our C kernels (models/ops/cpu_scan.py) when a C compiler is there, else PyTorch.
 Decode (one token): the Triton conv update on CUDA, the C one on CPU, else PyTorch; then
 `selective_step` (x_proj's output to the gated y): one fused Triton kernel on CUDA
-(models/ops/triton_fused_step.py), else dt_proj and the norms in PyTorch followed by the
-state update (C on CPU, else PyTorch). The decode block's pre-norm, `rms_norm`: one Triton
-kernel on CUDA, else PyTorch.
+(models/ops/triton_fused_step.py), else the norms (C on CPU), dt_proj in PyTorch, and the
+state update (C on CPU, else PyTorch). The decode step's other RMS norms, `rms_norm`: one
+Triton kernel on CUDA, one C call on CPU, else PyTorch.
 
 `used` collects the names of the paths taken, so that results can say which code was measured.
 `use_triton = False` sends CUDA tensors to the PyTorch code (to time it against the kernels).
