@@ -14,6 +14,27 @@ COLUMNS = [
     "metric", "value", "unit", "source",
 ]
 SOURCES = ("measured", "simulated", "published")
+
+# What a row's number is worth (the `status` column); `reason` says why for anything but ok.
+#   ok       checked: finite outputs, strictly loaded weights, the model it claims to be
+#   flagged  measured, but under a condition that may have distorted it (a contended machine,
+#            a run that did not hold the measurement lock): shown, marked, never pooled with ok
+#   invalid  the run finished but failed a validity check (non-finite logits or state)
+#   failed   no measurement: an exception, an OOM, a bad config, a killed process
+STATUSES = ("ok", "flagged", "invalid", "failed")
+# A job directory's state (the report's run table); "incomplete": started, never finished.
+RUN_STATES = ("finished", "incomplete")
+
+# The settings a figure depends on. The report never pools rows that differ in any of these
+# that are present: each distinct combination is its own line, row or bar.
+SETTINGS = [
+    "scenario", "model", "checkpoint", "arch", "impl", "weights", "params", "vocab_size", "n_layers", "d_model",
+    "dtype", "device", "hardware", "budget_hardware", "measure", "threads", "seed", "kernels",
+    "prefill_mode", "chunk_size", "batch_size", "prompt_len", "new_tokens", "window", "warmup_tokens",
+    "repeats", "kv_cache", "harness", "suite", "limit", "tool", "source", "fingerprint",
+]
+# Machine load recorded with every timed row (bench/contention.py): the report flags contention.
+LOAD_COLUMNS = ["load1", "other_cpu"]
 ARCHS = ("ssm", "transformer")
 # crosscheck's `tool` column: our loop, transformers' generate() timed by us, optimum-benchmark.
 CROSSCHECK_TOOLS = ("ssm-bench", "ssm-bench:generate", "optimum-benchmark")
