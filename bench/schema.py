@@ -31,7 +31,7 @@ SETTINGS = [
     "scenario", "model", "checkpoint", "arch", "impl", "weights", "params", "vocab_size", "n_layers", "d_model",
     "dtype", "device", "hardware", "budget_hardware", "measure", "threads", "seed", "kernels",
     "prefill_mode", "chunk_size", "batch_size", "prompt_len", "new_tokens", "window", "warmup_tokens",
-    "repeats", "kv_cache", "harness", "suite", "limit", "tool", "source", "fingerprint",
+    "repeats", "kv_cache", "harness", "suite", "limit", "tool", "source",
 ]
 # Machine load recorded with every timed row (bench/contention.py): the report flags contention.
 LOAD_COLUMNS = ["load1", "other_cpu"]
