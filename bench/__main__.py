@@ -3,6 +3,10 @@
     python -m bench                                     # the smoke experiment (tiny models, CPU)
     python -m bench -m model=tiny_mamba,tiny_llama scenario.new_tokens=1000,4000
     python -m bench experiment=falcon_mamba_paper       # 7B-class models on a GPU
+
+Exit status: 0 when every job finished ok or flagged (or was skipped as current); 1 when any
+job failed or was invalid, after all the others ran (allow_failures=true: 0); 2 for a config
+error in a single run; 128+N when the harness was stopped by signal N.
 """
 
 from __future__ import annotations
@@ -17,30 +21,46 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
+from bench import outcomes  # noqa: E402
 from bench.config import ConfigError, register_configs  # noqa: E402  (ConfigError is a ValueError)
 
 log = logging.getLogger("bench")
 register_configs()
+outcomes.begin()  # the top-level process: jobs (in any launcher's processes) report here
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig):
-    from bench.runner import run_job
+    from bench.runner import Interrupted, run_job
 
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    overrides = list(hydra_cfg.overrides.task)
     try:
-        validated = OmegaConf.to_object(cfg)  # runs every __post_init__ check
+        validated, error = OmegaConf.to_object(cfg), None  # runs every __post_init__ check
     except (ConfigError, ValueError) as e:  # every __post_init__ names its field
         print(f"ssm-bench: config error: {e}", file=sys.stderr)
-        sys.exit(2)
-    run_dir = HydraConfig.get().runtime.output_dir
-    log.info("%s | %s | %s | %s -> %s", validated.scenario.name, validated.model.name, validated.dtype,
-             validated.hardware.name, run_dir)
-    table = run_job(validated, run_dir)
-    if table is not None and (table["status"] == "failed").any():
-        log.error("job failed: %s", table["error"].dropna().iloc[0])
+        if hydra_cfg.mode == RunMode.RUN:
+            sys.exit(2)
+        validated, error = cfg, e  # a sweep goes on: this job is a failure row
+    log.info("%s | %s | %s | %s -> %s", cfg.scenario.name, cfg.model.name, cfg.dtype, cfg.hardware.name, run_dir)
+    try:
+        table = run_job(validated, run_dir, overrides, config_error=error)
+    except Interrupted as e:
+        outcomes.record(run_dir, "failed", str(e), allowed=False)
+        log.error("%s; job marked in %s", e, run_dir)
+        sys.exit(128 + e.signum)
+    if table is not None:
+        from bench.runner import worst_status
+
+        status = worst_status(table)
+        reasons = table["reason"].dropna()
+        outcomes.record(run_dir, status, reasons.iloc[0] if len(reasons) else None, allowed=cfg.allow_failures)
 
 
 if __name__ == "__main__":
     main()
+    sys.exit(outcomes.finish())

@@ -8,11 +8,12 @@ OmegaConf.to_object) with a message that names the field and the allowed values.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from bench.schema import ARCHS
 
@@ -197,6 +198,13 @@ class BenchConfig:
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     skip_existing: bool = True  # a finished run (results present, no failure) is not run again
     isolate: bool = True  # measure in a fresh process, so memory state never leaks between jobs
+    # One measurement at a time per results root (flock). false: measure anyway, rows flagged.
+    lock: bool = True
+    # Failed or invalid jobs make `python -m bench` exit 1 (after the others ran). true: exit 0,
+    # for sweeps where a failure is a result (OOM searches).
+    allow_failures: bool = False
+    # Refuse a CPU job whose estimated peak memory exceeds what the host has available.
+    memory_guard: bool = True
     results_dir: str = "results"
     tags: List[str] = field(default_factory=list)
 
@@ -210,9 +218,24 @@ SCENARIO_SCHEMAS = {"generation": GenerationConfig, "crosscheck": CrossCheckConf
                     "implementation": ImplementationConfig, "leaderboard": LeaderboardConfig}
 
 
+MAX_DIRNAME = 100  # characters of a job directory's name; longer override sets are hashed
+
+
+def job_dirname(overrides: str) -> str:
+    """A job directory's name from its overrides (Hydra's override_dirname): as it is when short
+    and flat; else a readable prefix and a hash of the whole (config.yaml and meta.json keep the
+    full overrides). A path in an override never makes nested directories."""
+    flat = overrides.replace("/", "_")
+    if flat == overrides and len(overrides) <= MAX_DIRNAME:
+        return overrides
+    digest = hashlib.sha256(overrides.encode()).hexdigest()[:10]
+    return f"{flat[:MAX_DIRNAME - 11].rstrip(',')}-{digest}"
+
+
 def register_configs(extra_scenarios: dict | None = None):
     from bench.scenarios.max_seq_len import MaxSeqLenConfig
 
+    OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
     extra_scenarios = {"max_seq_len": MaxSeqLenConfig, **(extra_scenarios or {})}
     cs = ConfigStore.instance()
     cs.store(name="bench_schema", node=BenchConfig)

@@ -1,10 +1,17 @@
 """One job: build the backend, run the scenario, write the tidy results of the run directory.
 
 The run directory holds results.csv and results.parquet (one row per measurement), the
-resolved config.yaml and meta.json. Every file is written to a temporary name and renamed,
-so a killed run leaves no half-written table. A job whose results exist without a failure
-row is skipped, so a sweep can be resumed. A job that fails (an exception, an OOM, or a
-measuring process that dies) leaves a failure row with the reason instead of results.
+resolved config.yaml and meta.json (environment, fingerprint, machine load). It is built in a
+staging directory and swapped in whole (bench/jobdir.py), so it never mixes two runs.
+
+Every row says what its number is worth (bench/schema.py STATUSES):
+- the model is checked before it is measured: strict loading, and a probe whose logits and
+  state must be finite (`invalid` otherwise); scenarios check their outputs as they go;
+- a failure (exception, OOM, killed process, bad config, host memory guard) is a `failed` row
+  with its reason;
+- a timing taken while other processes used the CPU, or without the measurement lock, is
+  `flagged` (bench/contention.py).
+A finished job is skipped on rerun only if its config and code fingerprints are current.
 """
 
 from __future__ import annotations
@@ -13,71 +20,147 @@ import importlib
 import json
 import logging
 import os
+import signal
 import time
 import traceback
 import uuid
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from multiprocessing import get_context
+from contextlib import contextmanager, nullcontext
+from dataclasses import fields, is_dataclass
 from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
 
+from bench import jobdir
+from bench.contention import LoadMeter, contention_reason, measurement_lock
 from bench.environment import environment
-from bench.schema import COLUMNS
+from bench.fingerprint import fingerprint
+from bench.schema import COLUMNS, STATUSES
 
 log = logging.getLogger(__name__)
 
 RESULTS = "results.parquet"
-SCENARIOS = {  # scenario name -> module with run(cfg, backend) -> rows
+SCENARIOS = {  # scenario name -> module with run(cfg, backend, out_dir) -> rows
     "generation": "bench.scenarios.generation",
     "crosscheck": "bench.scenarios.crosscheck",
     "implementation": "bench.scenarios.implementation",
     "leaderboard": "bench.scenarios.leaderboard",
     "max_seq_len": "bench.scenarios.max_seq_len",
 }
+# Scenarios whose numbers are timings: a busy machine or a missing lock flags them.
+TIMED = ("generation", "crosscheck", "implementation")
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def run_job(cfg, run_dir: Path) -> pd.DataFrame | None:
-    """cfg: the validated BenchConfig object. Returns the rows written, or None when skipped."""
+class Interrupted(BaseException):
+    """The harness received a signal; the job is marked and the process exits 128 + signum."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"interrupted: the harness received {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def run_job(cfg, run_dir: Path, overrides: list[str] | None = None, config_error: Exception | None = None
+            ) -> pd.DataFrame | None:
+    """cfg: the validated BenchConfig (or, with config_error, the raw config that failed
+    validation: the job becomes a failure row). Returns the rows written, or None when skipped."""
     run_dir = Path(run_dir)
-    if cfg.skip_existing and is_finished(run_dir):
-        log.info("skipping %s: results already there (skip_existing=false reruns it)", run_dir)
+    fp = fingerprint(cfg) if config_error is None else None
+    if cfg.skip_existing and fp and previous(run_dir, fp) == "current":
+        log.info("skipping %s: current results already there (skip_existing=false reruns it)", run_dir)
         return None
-    run_dir.mkdir(parents=True, exist_ok=True)
+    simulated_only = cfg.scenario.name == "max_seq_len" and cfg.scenario.measure == "simulate"
+    lock = nullcontext(True) if config_error or simulated_only else measurement_lock(Path(cfg.results_dir), cfg.lock)
+    with lock as held:
+        if cfg.skip_existing and fp and previous(run_dir, fp) == "current":  # another sweep just made it
+            log.info("skipping %s: made while this job waited for the lock", run_dir)
+            return None
+        staging = jobdir.start(run_dir, overrides or [])
+        try:
+            return _run_in(staging, cfg, run_dir, fp, held, config_error)
+        except BaseException:
+            jobdir.discard(staging)
+            raise
+
+
+def _run_in(staging: Path, cfg, run_dir: Path, fp, held: bool, config_error) -> pd.DataFrame:
     run_id = uuid.uuid4().hex[:12]
     started = time.time()
+    meter = LoadMeter()
+    interrupted = None
     try:
-        rows = _measure_isolated(cfg) if cfg.isolate else measure(cfg)
+        with _signals_raise():
+            if config_error is not None:
+                raise config_error
+            rows = _measure_guarded(cfg, staging)
+    except Interrupted as e:
+        interrupted, rows = e, [failure_row(e)]
     except Exception as e:  # noqa: BLE001 — any failure becomes a result row
-        log.error("run failed: %s", e)
         rows = [failure_row(e)]
-    table = to_table(rows, cfg, run_id)
+    load = meter.read()
+    table = to_table(rows, cfg, run_id, load, held)
+    status = worst_status(table)
+    if status == "failed":
+        log.error("job failed: %s", table["reason"].dropna().iloc[0])
     meta = {"run_id": run_id, **environment(), "seed": cfg.seed, "start_time": started, "end_time": time.time(),
-            "status": "failed" if (table["status"] == "failed").any() else "ok"}
-    write_atomic(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)).encode())
-    write_atomic(run_dir / "meta.json", json.dumps(meta, indent=2, default=str).encode())
-    write_atomic(run_dir / "results.csv", table.to_csv(index=False).encode())
-    write_atomic(run_dir / RESULTS, table.to_parquet(index=False))  # written last: marks the run finished
+            "status": status, "fingerprint": fp, "overrides": json.loads(
+                (staging / jobdir.JOB_FILE).read_text())["overrides"], **load}
+    _write(staging, cfg, meta, table)
+    if status == "failed" and previous(run_dir) in ("current", "stale"):
+        log.error("keeping the previous good results in %s; this attempt failed", run_dir)
+        jobdir.note_failed_attempt(run_dir, table["reason"].dropna().iloc[0])
+        jobdir.discard(staging)
+    else:
+        jobdir.commit(staging, run_dir)
+    if interrupted is not None:
+        raise interrupted
     return table
 
 
-def is_finished(run_dir: Path) -> bool:
-    path = Path(run_dir) / RESULTS
-    if not path.exists():
-        return False
+def _write(staging: Path, cfg, meta: dict, table: pd.DataFrame) -> None:
+    config = OmegaConf.structured(cfg) if is_dataclass(cfg) else cfg
+    write_atomic(staging / "config.yaml", OmegaConf.to_yaml(config).encode())
+    write_atomic(staging / "meta.json", json.dumps(meta, indent=2, default=str).encode())
+    write_atomic(staging / "results.csv", table.to_csv(index=False).encode())
+    write_atomic(staging / RESULTS, table.to_parquet(index=False))
+
+
+def previous(run_dir: Path, fp: dict | None = None) -> str:
+    """'none' (no readable results), 'failed', 'stale' (another config or code than fp) or 'current'."""
     try:
-        return not (pd.read_parquet(path, columns=["status"])["status"] == "failed").any()
+        status = pd.read_parquet(Path(run_dir) / RESULTS, columns=["status"])["status"]
+        meta = json.loads((Path(run_dir) / "meta.json").read_text())
     except Exception:  # noqa: BLE001 — unreadable results: run again
-        return False
+        return "none"
+    if (status == "failed").any():
+        return "failed"
+    return "current" if fp is None or meta.get("fingerprint") == fp else "stale"
 
 
-def measure(cfg) -> list[dict]:
-    """Build the backend and run the scenario in this process."""
+def is_finished(run_dir: Path) -> bool:
+    return previous(run_dir) in ("current", "stale")
+
+
+def _measure_guarded(cfg, out_dir: Path) -> list[dict]:
+    from bench.memory.guard import check_host_memory
+
+    check_host_memory(cfg)
+    if not cfg.isolate:
+        return measure(cfg, out_dir)
+    from bench.isolation import ChildDied, measure_isolated
+
+    try:
+        return measure_isolated(cfg, out_dir, out_dir)
+    except ChildDied as e:
+        return [failure_row(e, oom=e.oom)]
+
+
+def measure(cfg, out_dir: Path | None = None) -> list[dict]:
+    """Build the backend, check it, and run the scenario in this process."""
     import torch
 
     from bench.backends import get_backend_class
+    from bench.backends.base import InvalidOutput
     from bench.device import DTYPES, resolve_device
 
     torch.manual_seed(cfg.seed)
@@ -91,38 +174,63 @@ def measure(cfg) -> list[dict]:
                   "max_cache_len": cfg.scenario.prompt_len + cfg.scenario.new_tokens + 1}
     backend = backend_cls(cfg.model, device, DTYPES[cfg.dtype], **kwargs)
     scenario = importlib.import_module(SCENARIOS[cfg.scenario.name])
-    if not getattr(scenario, "LOADS_MODEL", False):  # max_seq_len builds it itself (fake tensors)
-        backend.load()
-    rows = scenario.run(cfg, backend)
-    described = {**backend.describe(), "params": backend.num_params(), "vocab_size": backend.vocab_size(),
-                 "device": str(device)}
+    loads_itself = getattr(scenario, "LOADS_MODEL", False)  # max_seq_len builds it itself (fake tensors)
+    try:
+        if not loads_itself:
+            backend.load()
+            for mismatch in backend.config_mismatches():
+                log.warning("%s", mismatch)
+            backend.probe()  # finite logits and state on a short prompt, before anything is timed
+        rows = scenario.run(cfg, backend, out_dir)
+    except InvalidOutput as e:
+        rows = [invalid_row(e)]
+    described = {**backend.describe(), "device": str(device)}
+    if backend.model is not None:
+        described.update(backend.loaded_description())
     return [{**described, **row} for row in rows]
 
 
-def _measure_isolated(cfg) -> list[dict]:
-    """measure() in a fresh spawned process: no allocator or cache state leaks between jobs,
-    and a crash of the measuring process (killed, out of memory) becomes a failure row."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        try:
-            return pool.submit(measure, cfg).result()
-        except BrokenProcessPool:
-            raise RuntimeError("the measuring process died (killed or out of memory)") from None
-
-
-def failure_row(error: BaseException) -> dict:
-    oom = "out of memory" in str(error).lower() or type(error).__name__ == "OutOfMemoryError"
-    return {"metric": "error", "value": float("nan"), "unit": None, "status": "failed",
-            "error": f"{type(error).__name__}: {error}".splitlines()[0][:500], "oom": oom,
+def failure_row(error: BaseException, oom: bool | None = None) -> dict:
+    if oom is None:
+        oom = "out of memory" in str(error).lower() or type(error).__name__ in ("OutOfMemoryError", "BudgetExceeded")
+    return {"metric": "error", "value": float("nan"), "unit": None, "status": "failed", "source": "measured",
+            "reason": f"{type(error).__name__}: {error}".splitlines()[0][:500], "oom": bool(oom),
             "traceback": "".join(traceback.format_exception(error))[-4000:]}
 
 
-def to_table(rows: list[dict], cfg, run_id: str) -> pd.DataFrame:
+def invalid_row(error: BaseException) -> dict:
+    return {"metric": "validity", "value": float("nan"), "unit": None, "status": "invalid", "source": "measured",
+            "reason": str(error).splitlines()[0][:500], "oom": False}
+
+
+def worst_status(table: pd.DataFrame) -> str:
+    """The job's status: the worst of its rows' (failed > invalid > flagged > ok)."""
+    present = set(table["status"])
+    return next(s for s in reversed(STATUSES) if s in present) if present else "failed"
+
+
+def settings(cfg) -> dict:
+    """The run's scalar settings (scenario fields, seed, threads): columns the report groups by."""
+    values = {"seed": cfg.seed, "threads": cfg.threads}
+    scenario = cfg.scenario
+    names = [f.name for f in fields(scenario)] if is_dataclass(scenario) else list(scenario.keys())
+    for name in names:
+        value = getattr(scenario, name, None)
+        if name != "progress" and (value is None or isinstance(value, (str, int, float, bool))):
+            values[name] = value
+    values.pop("name", None)
+    return values
+
+
+def to_table(rows: list[dict], cfg, run_id: str, load: dict | None = None, held_lock: bool = True) -> pd.DataFrame:
     """Rows -> a DataFrame with every schema column first, the run's own columns filled in."""
     run_columns = {"run_id": run_id, "scenario": cfg.scenario.name, "model": cfg.model.name,
                    "arch": cfg.model.arch, "impl": cfg.model.impl, "dtype": cfg.dtype,
                    "hardware": cfg.hardware.name, "batch_size": getattr(cfg.scenario, "batch_size", 1),
                    "vocab_size": cfg.model.vocab_size, "weights": cfg.model.weights, "experiment": cfg.experiment}
-    table = pd.DataFrame([{**run_columns, "status": "ok", **row} for row in rows])
+    run_columns.update({k: v for k, v in settings(cfg).items() if k not in run_columns})
+    table = pd.DataFrame([{**run_columns, "status": "ok", "reason": None, **(load or {}), **row} for row in rows])
+    _flag(table, cfg, load or {}, held_lock)
     for column in COLUMNS:
         if column not in table:
             table[column] = None
@@ -138,10 +246,48 @@ def to_table(rows: list[dict], cfg, run_id: str) -> pd.DataFrame:
     return table
 
 
+def _flag(table: pd.DataFrame, cfg, load: dict, held_lock: bool) -> None:
+    """Mark measured timings taken on a busy machine or without the lock as flagged."""
+    if cfg.scenario.name not in TIMED:
+        return
+    reasons = [r for r in (contention_reason(load),
+                           None if held_lock else "measured without the measurement lock (lock=false)") if r]
+    if not reasons:
+        return
+    hit = (table["status"] == "ok") & (table.get("source", "measured") == "measured")
+    table.loc[hit, "status"] = "flagged"
+    table.loc[hit, "reason"] = "; ".join(reasons)
+
+
+@contextmanager
+def _signals_raise():
+    """SIGTERM/SIGINT/SIGHUP become Interrupted in this (main) thread, so the job is marked
+    and the measuring child killed on the way out."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    before = {s: signal.signal(s, handler) for s in HANDLED_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, h in before.items():
+            signal.signal(s, h)
+
+
 def write_atomic(path: Path, data: bytes):
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -205,8 +205,12 @@ class CpuTracker(MemoryTracker):
         try:
             with self._modes():
                 yield m
-        except torch.OutOfMemoryError as e:  # BudgetExceeded, or the machine itself
+        except (torch.OutOfMemoryError, MemoryError) as e:  # BudgetExceeded, or the machine itself
             m.oom, m.error = True, str(e).splitlines()[0]
+        except RuntimeError as e:
+            if not is_allocation_failure(e):
+                raise
+            m.oom, m.error = True, str(e).splitlines()[0]  # the host refused first: a verdict, not a crash
         finally:
             self._mode.limit = None
         m.peak_bytes = self._mode.peak - m.start_bytes
@@ -264,6 +268,11 @@ def make_tracker(measure: str, device: str | torch.device = "cuda", cap_bytes: i
     if measure == "simulate":
         return SimulateTracker(kernels)
     raise ValueError(f"measure must be one of {TRACKERS}, got {measure!r}")
+
+
+def is_allocation_failure(e: BaseException) -> bool:
+    """The CPU allocator's refusal (torch raises it as a plain RuntimeError)."""
+    return "can't allocate memory" in str(e) or "not enough memory" in str(e)
 
 
 def is_fake(t: torch.Tensor) -> bool:

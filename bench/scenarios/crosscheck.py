@@ -55,7 +55,7 @@ COMPARED = {"decode_throughput": TOKENS_PER_S, "ttft": SECONDS, "peak_rss": BYTE
             "peak_allocated": BYTES, "peak_reserved": BYTES}
 
 
-def run(cfg, backend) -> list[dict]:
+def run(cfg, backend, out_dir=None) -> list[dict]:
     sc = cfg.scenario
     import_optimum_benchmark()  # the same libraries as optimum-benchmark's process: comparable RSS
     baseline_rss = memory_readings(torch.device("cpu"))["rss"]

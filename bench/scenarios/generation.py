@@ -6,6 +6,8 @@ Every `window` tokens it records the window's tokens/s and the memory so far (CU
 allocated and reserved; CPU: process RSS), plus the bytes held by the inference state (the
 SSM cache, or the KV cache). Warm-up tokens run first and are discarded; each repeat then
 reports time to first token and overall decode throughput, summarised as median/min/max.
+The logits and the state are checked finite after the prefill and at every window (outside
+the timed spans): a model that produces NaN is invalid, not fast.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from bench.device import memory_readings, reset_peak_memory, synchronize
 from bench.schema import BYTES, SECONDS, TOKENS_PER_S
 
 
-def run(cfg, backend) -> list[dict]:
+def run(cfg, backend, out_dir=None) -> list[dict]:
     sc = cfg.scenario
     prompt = random_prompt(backend, sc, cfg.seed)
     common = {"prefill_mode": sc.prefill_mode, "chunk_size": sc.chunk_size if sc.prefill_mode == "sequential" else None,
@@ -70,22 +72,28 @@ def _generate(backend, prompt, sc, new_tokens: int, window: int, progress: bool,
     token = logits.argmax(dim=-1)
     synchronize(device)
     first = time.perf_counter()
-    windows, window_start, produced, window_from = [], first, 1, 1  # the prefill produced the first token
+    backend.check_outputs(logits, state, where="prefill")  # a NaN model must not be timed as ok
+    decode_start = time.perf_counter()
+    checking = 0.0  # seconds of checks and bookkeeping during decode: left out of every timing
+    windows, window_start, produced, window_from = [], decode_start, 1, 1  # the prefill produced the first token
     with tqdm(total=new_tokens, desc=desc, disable=not progress, unit="tok", leave=False) as bar:
         bar.update(1)
         while produced < new_tokens:
-            token = backend.step(token, state).argmax(dim=-1)
+            logits = backend.step(token, state)
+            token = logits.argmax(dim=-1)
             produced += 1
             if produced % window == 0 or produced == new_tokens:
                 synchronize(device)
                 now = time.perf_counter()
                 tokens_in_window, window_from = produced - window_from, produced
                 tps = tokens_in_window * sc.batch_size / (now - window_start)
+                backend.check_outputs(logits, state, where=f"token {produced}")  # once a window: cheap
                 windows.append({"step": produced, "window_throughput": tps, "state_bytes": backend.state_nbytes(state),
                                 **memory_readings(device)})
                 bar.update(tokens_in_window)
                 bar.set_postfix(tok_s=f"{tps:.0f}")
-                window_start = now
-    end = time.perf_counter()
-    decode_tps = (new_tokens - 1) * sc.batch_size / (end - first) if new_tokens > 1 else float("nan")
+                window_start = time.perf_counter()
+                checking += window_start - now  # the check and the bookkeeping are not timed
+    decode_s = time.perf_counter() - decode_start - checking
+    decode_tps = (new_tokens - 1) * sc.batch_size / decode_s if new_tokens > 1 else float("nan")
     return first - start, decode_tps, windows

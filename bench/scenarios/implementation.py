@@ -28,7 +28,7 @@ REFERENCE_CLASSES = {"falcon_mamba": ("FalconMambaConfig", "FalconMambaForCausal
                      "mamba": ("MambaConfig", "MambaForCausalLM")}
 
 
-def run(cfg, backend) -> list[dict]:
+def run(cfg, backend, out_dir=None) -> list[dict]:
     if backend.NAME != "ssm_bench":
         raise ValueError(f"scenario implementation compares the in-repo Mamba; model.impl is {backend.NAME!r}")
     sc = cfg.scenario

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hydra.core.hydra_config import HydraConfig
 
 
-def run(cfg, backend) -> list[dict]:
+def run(cfg, backend, out_dir=None) -> list[dict]:
     from bench.evals.leaderboard import run_leaderboard
 
     sc = cfg.scenario
@@ -22,7 +21,7 @@ def run(cfg, backend) -> list[dict]:
     if len(tokenizer) > vocab:
         raise ValueError(f"model.vocab_size: the tokenizer has {len(tokenizer)} tokens, the model only {vocab}")
     rows = run_leaderboard(backend.model, tokenizer, backend.arch, suite=sc.suite, harness=sc.harness,
-                           out_dir=_out_dir(cfg), limit=sc.limit, batch_size=sc.batch_size,
+                           out_dir=Path(out_dir or cfg.results_dir) / "evals", limit=sc.limit, batch_size=sc.batch_size,
                            bootstrap_iters=sc.bootstrap_iters, seed=sc.seed, v1_data_dir=sc.v1_data_dir,
                            tasks=list(sc.tasks) if sc.tasks else None)
     for row in rows:
@@ -39,9 +38,3 @@ def _tokenizer(cfg, backend):
 
     return local_tokenizer()  # random weights: the small tokenizer trained on our local tasks
 
-
-def _out_dir(cfg) -> Path:
-    try:
-        return Path(HydraConfig.get().runtime.output_dir) / "evals"
-    except ValueError:  # called outside a Hydra app (tests)
-        return Path(cfg.results_dir) / "evals"

@@ -18,6 +18,7 @@ prompt length "unbounded" when the measured peak stops growing with length.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,8 @@ import torch
 from bench import schema
 from bench.memory.search import SearchResult, TrialResult, search_max_len
 from bench.memory.trackers import TRACKERS, MemoryTracker, SimulateTracker, is_fake, make_tracker
+
+log = logging.getLogger(__name__)
 
 PREFILL_MODES = ("parallel", "sequential")
 BYTES_PER_TOKEN = "bytes/token"
@@ -117,7 +120,7 @@ def make_trial(backend, tracker: MemoryTracker, budget: int, mode: str, chunk_si
 LOADS_MODEL = True
 
 
-def run(cfg, backend) -> list[dict]:
+def run(cfg, backend, out_dir=None) -> list[dict]:
     """The harness's entry: cfg is the whole BenchConfig."""
     budget_hardware = cfg.scenario.emulate or cfg.hardware
     rows = search(cfg.scenario, backend, budget_hardware)
@@ -129,6 +132,16 @@ def run(cfg, backend) -> list[dict]:
 def search(cfg: MaxSeqLenConfig, backend, hardware) -> list[dict]:
     """Search each prefill mode; return tidy rows (see bench/schema.py)."""
     budget = budget_bytes(hardware)
+    host_cap = None
+    if cfg.measure == "cpu":  # real tensors: never aim past what this host can give
+        from bench.memory.guard import host_budget_bytes
+
+        host_cap = host_budget_bytes()
+        if host_cap < budget:
+            log.warning("max_seq_len: the %s budget (%.1f GiB) exceeds this host's available memory; searching "
+                        "up to %.1f GiB (the rows say budget_capped_by_host)", hardware.name, budget / 2**30,
+                        host_cap / 2**30)
+            budget = host_cap
     tracker = make_tracker(cfg.measure, device=backend.device, cap_bytes=budget,
                            kernels=getattr(hardware, "kernels", "cpu"))
     load_backend(backend, tracker)
@@ -141,6 +154,8 @@ def search(cfg: MaxSeqLenConfig, backend, hardware) -> list[dict]:
         result = search_max_len(trial, budget, weights, cfg.start_len, cfg.max_len, cfg.growth, cfg.resolution,
                                 cfg.unbounded_slope_threshold, cfg.flat_steps, state_label)
         rows += result_rows(cfg, result, mode, tracker.SOURCE, budget)
+    for row in rows:
+        row["budget_capped_by_host"] = host_cap is not None and host_cap == budget
     return rows
 
 
