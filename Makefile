@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-paper bench-evals report notebook lighteval-env test-lighteval clean
+.PHONY: venv test test-faults test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-paper bench-evals report notebook lighteval-env test-lighteval clean
 
 venv: $(STAMP)
 
@@ -25,7 +25,12 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not lighteval"
+	$(PY) -m pytest -q -m "not slow and not lighteval and not faults"
+
+# Kills the harness and its measuring child at random points of real sweeps, fills a small
+# disk, corrupts files, runs two sweeps at once; prints the tally (FAULT_TRIALS=20 by default).
+test-faults: $(STAMP)
+	$(PY) -m pytest -q -s -m faults tests/test_faults.py
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

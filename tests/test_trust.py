@@ -1,0 +1,270 @@
+"""Trust in a number: nothing wrong recorded as ok, every failure visible, no run corrupting another.
+
+Each test reproduces one observation of the trust issue: a failure that used to be recorded
+as ok, hidden, or lost. Most use the dummy backend (milliseconds); the process tests run the
+real `python -m bench` and kill it.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bench import jobdir, runner
+from bench.config import job_dirname, register_configs
+from bench.contention import measurement_lock
+from bench.fingerprint import config_hash
+from bench.report.validate import validate
+
+REPO = Path(__file__).resolve().parent.parent
+register_configs()
+QUICK = ["scenario.new_tokens=24", "scenario.window=8", "scenario.repeats=1", "scenario.warmup_tokens=2",
+         "scenario.progress=false"]
+
+
+def load(overrides=()):
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))
+
+
+def dummy(*overrides, isolate=False):
+    return load(["model=dummy", *QUICK, f"isolate={str(isolate).lower()}", *overrides])
+
+
+def bench(results: Path, *overrides, timeout=300, wait=True):
+    cmd = [sys.executable, "-m", "bench", f"results_dir={results}", *overrides]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def rows(run_dir: Path) -> pd.DataFrame:
+    return pd.read_parquet(Path(run_dir) / runner.RESULTS)
+
+
+# --- 2. failures are rows the report reads ------------------------------------------------
+
+def test_a_failure_row_is_valid_against_the_schema(tmp_path):
+    table = runner.run_job(dummy("hardware.device=cuda") if not torch.cuda.is_available() else
+                           dummy("model.vocab_size=0"), tmp_path / "run")
+    assert table["status"].tolist() == ["failed"]
+    assert table["source"].tolist() == ["measured"] and "cuda" in table["reason"].iloc[0]
+    _, errors, _ = validate(rows(tmp_path / "run"))
+    assert errors == []
+
+
+# --- 4, 5. exit codes; one bad value does not stop a sweep ----------------------------------
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a host without CUDA")
+def test_a_failed_job_exits_non_zero_unless_failures_are_allowed(tmp_path):
+    out = bench(tmp_path, "hydra.mode=RUN", "model=dummy", "hardware.device=cuda", *QUICK)
+    assert out.returncode == 1, out.stderr[-2000:]
+    assert "failed" in out.stderr and "cuda" in out.stderr
+    allowed = bench(tmp_path, "hydra.mode=RUN", "model=dummy", "hardware.device=cuda", "allow_failures=true", *QUICK)
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+
+
+def test_a_bad_value_in_a_sweep_is_a_failure_row_and_the_other_jobs_run(tmp_path):
+    out = bench(tmp_path, "-m", "model=dummy", "scenario.new_tokens=16,-5,32", *QUICK[1:])
+    assert out.returncode == 1
+    assert out.stderr.index("1 of 3 jobs are invalid") < out.stderr.index("Launching 3 jobs")  # checked first
+    runs = {p.parent.name: rows(p.parent) for p in tmp_path.glob("multirun/smoke/*/results.parquet")}
+    status = {name.split("new_tokens=")[1]: t["status"].iloc[0] for name, t in runs.items()}
+    assert status == {"16": "ok", "-5": "failed", "32": "ok"}
+    bad = runs["model=dummy,scenario.new_tokens=-5"]
+    assert "scenario.new_tokens: must be >= 1" in bad["reason"].iloc[0]
+
+
+def test_a_job_that_does_not_compose_stops_the_sweep_before_anything_runs(tmp_path):
+    out = bench(tmp_path, "-m", "model=dummy", "scenario.new_tokens=16,many", *QUICK[1:])
+    assert out.returncode != 0 and "does not compose" in out.stderr
+    assert not list(tmp_path.glob("multirun/smoke/*/results.parquet"))
+
+
+# --- 6. reruns never lose or mix data --------------------------------------------------------
+
+def test_a_failed_redo_keeps_the_previous_good_results(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    good = runner.run_job(dummy(), run_dir)
+    monkeypatch.setattr(runner, "measure", _raise_oom)
+    cfg = dummy()
+    cfg.skip_existing = False
+    redo = runner.run_job(cfg, run_dir)
+    assert redo["status"].tolist() == ["failed"]
+    kept = rows(run_dir)
+    assert len(kept) == len(good) and (kept["run_id"] == good["run_id"].iloc[0]).all()
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert "simulated OOM" in meta["last_attempt"]["reason"]
+    assert not jobdir.staging_dirs(run_dir)
+
+
+def _raise_oom(cfg, out_dir=None):
+    raise torch.OutOfMemoryError("simulated OOM")
+
+
+def test_a_write_failing_part_way_leaves_the_old_run_whole(tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    good = runner.run_job(dummy(), run_dir)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    real, calls = runner.write_atomic, []
+
+    def disk_full(path, data):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, data)
+
+    monkeypatch.setattr(runner, "write_atomic", disk_full)
+    cfg = dummy("scenario.new_tokens=32")
+    with pytest.raises(OSError):
+        runner.run_job(cfg, run_dir)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before  # not one file replaced
+    assert rows(run_dir)["run_id"].iloc[0] == good["run_id"].iloc[0]
+    assert not jobdir.staging_dirs(run_dir) and not list(tmp_path.rglob("*.tmp"))
+
+
+def test_results_of_another_config_are_stale_and_rerun(tmp_path):
+    run_dir = tmp_path / "run"
+    runner.run_job(dummy(), run_dir)
+    assert runner.run_job(dummy(), run_dir) is None  # same config and code: skipped
+    assert config_hash(dummy("scenario.new_tokens=25")) != config_hash(dummy())
+    assert config_hash(dummy("scenario.progress=true")) == config_hash(dummy())  # not a measurement setting
+    meta = json.loads((run_dir / "meta.json").read_text())
+    meta["fingerprint"]["config"] = "from-an-older-default"  # as if a YAML default changed since
+    (run_dir / "meta.json").write_text(json.dumps(meta))
+    assert runner.previous(run_dir, runner.fingerprint(dummy())) == "stale"
+    assert runner.run_job(dummy(), run_dir) is not None  # rerun
+
+
+# --- 7. one measurement at a time; contention is recorded and flagged ------------------------
+
+def test_a_timing_taken_without_the_lock_is_flagged(tmp_path):
+    cfg = dummy("lock=false", f"results_dir={tmp_path}")
+    with measurement_lock(tmp_path):  # another sweep is measuring
+        table = runner.run_job(cfg, tmp_path / "run")
+    assert set(table["status"]) == {"flagged"}
+    assert "without the measurement lock" in table["reason"].iloc[0]
+
+
+def test_a_timing_on_a_busy_machine_is_flagged(tmp_path):
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)]
+    try:
+        time.sleep(0.5)
+        table = runner.run_job(dummy("scenario.new_tokens=3000", "scenario.window=500",
+                                     f"results_dir={tmp_path}"), tmp_path / "run")
+    finally:
+        for hog in hogs:
+            hog.kill()
+    assert set(table["status"]) == {"flagged"}, table[["status", "other_cpu"]].head()
+    assert table["other_cpu"].iloc[0] > 0.5 and "contended" in table["reason"].iloc[0]
+
+
+def test_two_sweeps_at_once_measure_each_job_once(tmp_path):
+    procs = [bench(tmp_path, "hydra.mode=RUN", "model=dummy", *QUICK, wait=False) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    stderr = "".join(err for _, err in outs)
+    assert "made while this job waited" in stderr or "current results already there" in stderr
+    (run,) = [p.parent for p in tmp_path.glob("runs/smoke/*/results.parquet")]
+    assert set(rows(run)["status"]) == {"ok"}
+
+
+# --- 8. the host is protected ------------------------------------------------------------------
+
+def test_a_prompt_that_would_exhaust_the_host_is_refused_before_it_runs(tmp_path):
+    t0 = time.perf_counter()
+    table = runner.run_job(load(["model=tiny_mamba", "model.vocab_size=512", "isolate=false", *QUICK,
+                                 "scenario.prompt_len=4000000"]), tmp_path / "run")
+    assert table["status"].tolist() == ["failed"]
+    assert "host memory guard" in table["reason"].iloc[0] and "GiB" in table["reason"].iloc[0]
+    assert time.perf_counter() - t0 < 60
+
+
+# --- 3. the measuring child never outlives the harness -----------------------------------------
+
+def _start_long_job(tmp_path):
+    proc = bench(tmp_path, "hydra.mode=RUN", "model=dummy", "scenario.new_tokens=10000000", "scenario.window=1000",
+                 "scenario.repeats=1", "scenario.progress=false", "memory_guard=false", wait=False)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        children = psutil.Process(proc.pid).children()
+        if children and list(tmp_path.glob("runs/smoke/.*staging*/job.pkl")):
+            return proc, children[0]
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the measuring child never started: " + proc.stderr.read()[-2000:])
+
+
+def _gone(process: psutil.Process, within: float = 10) -> bool:
+    try:
+        process.wait(timeout=within)
+        return True
+    except psutil.TimeoutExpired:
+        return False
+
+
+def test_sigterm_marks_the_job_and_kills_the_child(tmp_path):
+    proc, child = _start_long_job(tmp_path)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    assert _gone(child)
+    (run,) = [p.parent for p in tmp_path.glob("runs/smoke/*/results.parquet")]
+    assert rows(run)["reason"].iloc[0] == "Interrupted: interrupted: the harness received SIGTERM"
+
+
+def test_kill_9_of_the_harness_takes_the_child_with_it(tmp_path):
+    proc, child = _start_long_job(tmp_path)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert _gone(child), "orphaned measuring process"
+    (staging,) = tmp_path.glob("runs/smoke/.*staging*")  # left for the report as incomplete
+    assert json.loads((staging / jobdir.JOB_FILE).read_text())["pid"] == proc.pid
+
+
+def test_kill_9_of_the_child_is_a_failure_not_an_oom(tmp_path):
+    proc, child = _start_long_job(tmp_path)
+    child.kill()
+    assert proc.wait(timeout=60) == 1
+    (run,) = [p.parent for p in tmp_path.glob("runs/smoke/*/results.parquet")]
+    table = rows(run)
+    assert table["status"].tolist() == ["failed"] and not table["oom"].iloc[0]
+    assert "killed by signal 9 (SIGKILL)" in table["reason"].iloc[0]
+
+
+# --- 10. isolation works under the README's parallel launcher -----------------------------------
+
+def test_isolated_jobs_run_under_the_joblib_launcher(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    out = bench(tmp_path, "-m", "hydra/launcher=joblib_local", "model=dummy", "model.arch=ssm,transformer",
+                "isolate=true", *QUICK)
+    assert out.returncode == 0, out.stderr[-3000:]
+    tables = [rows(p.parent) for p in tmp_path.glob("multirun/smoke/*/results.parquet")]
+    assert len(tables) == 2 and all(set(t["status"]) <= {"ok", "flagged"} for t in tables)
+
+
+# --- 12. names and paths -------------------------------------------------------------------------
+
+def test_long_or_path_overrides_give_a_short_flat_directory_name():
+    long = ",".join(f"scenario.field{i}=value{i}" for i in range(13))
+    name = job_dirname(long)
+    assert len(name) <= 100 and name != job_dirname(long + "x")
+    assert "/" not in job_dirname("model.path=/abs/path/to/ckpt,model.weights=pretrained")
+    assert job_dirname("model=tiny_mamba") == "model=tiny_mamba"
+
+
+def test_generated_outputs_are_git_ignored():
+    for path in ("results/evals/x.json", "results/runs/x", "results/report/x"):
+        assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0, path
