@@ -205,11 +205,16 @@ class BenchConfig:
     allow_failures: bool = False
     # Refuse a CPU job whose estimated peak memory exceeds what the host has available.
     memory_guard: bool = True
+    # The same job again, in its own directory: `-m round=0,1,2 model=a,b` runs a0 b0 a1 b1 a2 b2,
+    # so drift of a shared machine hits every model alike; the report pools the rounds.
+    round: int = 0
     results_dir: str = "results"
     tags: List[str] = field(default_factory=list)
 
     def __post_init__(self):
         _one_of("dtype", self.dtype, DTYPES)
+        if self.round < 0:
+            raise ConfigError(f"round: must be >= 0, got {self.round}")
         if self.threads < 0:
             raise ConfigError(f"threads: must be >= 0, got {self.threads}")
 

@@ -268,3 +268,11 @@ def test_long_or_path_overrides_give_a_short_flat_directory_name():
 def test_generated_outputs_are_git_ignored():
     for path in ("results/evals/x.json", "results/runs/x", "results/report/x"):
         assert subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0, path
+
+
+def test_rounds_interleave_the_models_of_a_sweep():
+    from bench.precheck import expand
+
+    jobs = expand(["round=0,1", "model=tiny_mamba,tiny_llama"])
+    assert [j[1].split("=")[1][5:] + j[0][-1] for j in jobs] == ["mamba0", "llama0", "mamba1", "llama1"]
+    assert dummy("round=1").round == 1
