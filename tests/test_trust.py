@@ -83,7 +83,9 @@ def test_a_bad_value_in_a_sweep_is_a_failure_row_and_the_other_jobs_run(tmp_path
     assert out.returncode == 1
     assert out.stdout.index("1 of 3 jobs are invalid") < out.stdout.index("Launching 3 jobs")  # checked first
     runs = {int(t["new_tokens"].iloc[0]): t for t in (rows(p.parent) for p in tmp_path.glob("multirun/smoke/*/results.parquet"))}
-    assert {n: t["status"].iloc[0] for n, t in runs.items()} == {16: "ok", -5: "failed", 32: "ok"}
+    measured = {"ok", "flagged"}  # flagged when the machine is busy (e.g. other test processes)
+    assert {n: t["status"].iloc[0] in measured for n, t in runs.items()} == {16: True, -5: False, 32: True}
+    assert runs[-5]["status"].iloc[0] == "failed"
     bad = runs[-5]
     assert "scenario.new_tokens: must be >= 1" in bad["reason"].iloc[0]
 
