@@ -22,6 +22,7 @@ SOURCES = ("measured", "simulated", "published")
 #   invalid  the run finished but failed a validity check (non-finite logits or state)
 #   failed   no measurement: an exception, an OOM, a bad config, a killed process
 STATUSES = ("ok", "flagged", "invalid", "failed")
+MEASURED = ("ok", "flagged")  # statuses that carry a number (flagged ones with their caveat)
 # A job directory's state (the report's run table); "incomplete": started, never finished.
 RUN_STATES = ("finished", "incomplete")
 

@@ -5,6 +5,10 @@ for a Mamba (flat throughput, constant state) and a Llama (throughput falling, K
 a simulated generation run, a max_seq_len sweep with an unbounded and a weights_exceed_budget
 row, an implementation run, a leaderboard run with published rows and one failed task, one run
 with only results.csv, a corrupt run (garbage parquet) and a partial run (config.yaml only).
+It also has a job of each kind that is not ok: a flagged generation run (contended machine), a
+failed one (OOM, as the runner writes it now), a failed one as the runner wrote them before
+(`error` column, empty source), an invalid one, a killed one (a staging directory holding
+only job.json), and a kept run whose redo failed (meta.json last_attempt).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from bench.fingerprint import code_hash
 from bench.schema import COLUMNS
 
 STEPS = [64, 128, 256, 512, 1024, 2048, 4096]
@@ -23,6 +28,7 @@ GIB = 2 ** 30
 MODELS = {  # name -> run columns
     "mamba-130m": {"arch": "ssm", "impl": "ssm_bench", "params": 129_135_360, "vocab_size": 50_280},
     "llama-160m": {"arch": "transformer", "impl": "transformers", "params": 162_322_944, "vocab_size": 32_000},
+    "llama-70b": {"arch": "transformer", "impl": "transformers", "params": 70_553_706_496, "vocab_size": 128_256},
 }
 META = {"git_sha": "0123456789abcdef0123456789abcdef01234567", "git_dirty": False,
         "versions": {"torch": "2.13.0", "transformers": "4.57.1", "pandas": "3.1.1"},
@@ -38,7 +44,9 @@ def _row(run_id, scenario, model, **kw) -> dict:
     return row
 
 
-def write_run(path: Path, rows: list[dict], config: dict, formats=("parquet", "csv")) -> Path:
+def write_run(path: Path, rows: list[dict], config: dict, formats=("parquet", "csv"), **meta) -> Path:
+    """A run directory as the runner writes it, made by the current code (its fingerprint);
+    `meta` adds to (or replaces) META's keys."""
     path.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(rows)
     if "parquet" in formats:
@@ -46,8 +54,26 @@ def write_run(path: Path, rows: list[dict], config: dict, formats=("parquet", "c
     if "csv" in formats:
         df.to_csv(path / "results.csv", index=False)
     (path / "config.yaml").write_text(yaml.safe_dump(config))
-    (path / "meta.json").write_text(json.dumps(META))
+    fingerprint = {"code": code_hash(), "config": "fixture"}  # no overrides: the config is not recomposed
+    (path / "meta.json").write_text(json.dumps({**META, "fingerprint": fingerprint, **meta}))
     return path
+
+
+def write_staging(parent: Path, name: str, pid=4_000_000, host="gpu-node-7", **job) -> Path:
+    """What a killed job leaves: a hidden staging directory beside its run directory, holding job.json only."""
+    path = parent / f".{name}.staging-3f9c2a"
+    path.mkdir(parents=True)
+    (path / "job.json").write_text(json.dumps({"pid": pid, "host": host, "start_time": "2025-01-01T12:05:00",
+                                               "overrides": ["scenario=generation", "model=llama-160m"],
+                                               "run_dir": str(parent / name), **job}))
+    return path
+
+
+def failure_row(run_id, scenario, model, reason, legacy=False, **kw) -> dict:
+    """A failed job's one row. legacy: as the runner wrote it before (`error`, no source)."""
+    why = {"error": reason, "source": None} if legacy else {"reason": reason}
+    return _row(run_id, scenario, model, **{"metric": "error", "value": math.nan, "unit": None, "status": "failed",
+                                            "oom": False, **why, **kw})
 
 
 def _config(model: str, scenario: str, weights="random", hardware="h200", bandwidth=4800) -> dict:
@@ -55,13 +81,15 @@ def _config(model: str, scenario: str, weights="random", hardware="h200", bandwi
             "hardware": {"name": hardware, "bandwidth_gbps": bandwidth}, "seed": 0}
 
 
-def generation_rows(model: str, run_id: str, throughput, memory, source="measured", hardware="h200") -> list[dict]:
-    """Window rows (two repeats) plus ttft/decode_throughput summaries. throughput/memory: step -> value."""
-    common = dict(prefill_mode="parallel", prompt_len=128, source=source, hardware=hardware)
+def generation_rows(model: str, run_id: str, throughput, memory, source="measured", hardware="h200",
+                    steps=STEPS, **columns) -> list[dict]:
+    """Window rows (two repeats) plus ttft/decode_throughput summaries. throughput/memory: step -> value;
+    columns: more columns for every row (settings, status, ...)."""
+    common = dict(prefill_mode="parallel", prompt_len=128, source=source, hardware=hardware, **columns)
     rows = []
     for repeat in (0, 1):
         jitter = 1 + 0.02 * repeat
-        for step in STEPS:
+        for step in steps:
             rows.append(_row(run_id, "generation", model, step=step, metric="window_throughput",
                              value=throughput(step) * jitter, unit="tokens/s", repeat=repeat, **common))
             rows.append(_row(run_id, "generation", model, step=step, metric="peak_allocated",
@@ -69,10 +97,10 @@ def generation_rows(model: str, run_id: str, throughput, memory, source="measure
             rows.append(_row(run_id, "generation", model, step=step, metric="state_bytes",
                              value=memory(step) - MODELS[model]["params"] * 2, unit="bytes", repeat=repeat, **common))
     for metric, unit, values in (("ttft", "s", [0.021, 0.020, 0.024]),
-                                 ("decode_throughput", "tokens/s", [throughput(STEPS[-1] // 2), 0.98 * throughput(
-                                     STEPS[-1] // 2), 1.01 * throughput(STEPS[-1] // 2)])):
+                                 ("decode_throughput", "tokens/s", [throughput(steps[-1] // 2), 0.98 * throughput(
+                                     steps[-1] // 2), 1.01 * throughput(steps[-1] // 2)])):
         for stat, v in zip(("median", "min", "max"), values):
-            rows.append(_row(run_id, "generation", model, step=STEPS[-1], metric=metric, value=v, unit=unit,
+            rows.append(_row(run_id, "generation", model, step=steps[-1], metric=metric, value=v, unit=unit,
                              stat=stat, **common))
     return rows
 
@@ -86,12 +114,29 @@ def make_results(root: Path) -> dict[str, Path]:
     paths["gen_mamba"] = write_run(runs / "gen_mamba", generation_rows(
         "mamba-130m", "gen_mamba", lambda s: 410.0, lambda s: 129_135_360 * 2 + mamba_state), _config("mamba-130m", "generation"))
     kv_per_token = 2 * 12 * 768 * 2
+    llama_memory = lambda s: 162_322_944 * 2 + kv_per_token * (128 + s)  # noqa: E731
     paths["gen_llama"] = write_run(runs / "gen_llama", generation_rows(
-        "llama-160m", "gen_llama", lambda s: 520.0 / (1 + s / 1500), lambda s: 162_322_944 * 2 + kv_per_token * (128 + s)),
-        _config("llama-160m", "generation", weights="pretrained"), formats=("csv",))  # csv only: the fallback
+        "llama-160m", "gen_llama", lambda s: 520.0 / (1 + s / 1500), llama_memory),
+        _config("llama-160m", "generation", weights="pretrained"), formats=("csv",),  # csv only: the fallback
+        last_attempt={"status": "failed", "reason": "RuntimeError: the measuring process died", "time": 1735736400})
     paths["gen_sim"] = write_run(runs / "gen_mamba_sim", generation_rows(
         "mamba-130m", "gen_sim", lambda s: 5200.0, lambda s: 129_135_360 * 2 + mamba_state, source="simulated",
         hardware="a100-sim"), _config("mamba-130m", "generation", hardware="a100-sim", bandwidth=2039))
+
+    # Jobs that are not ok: contended, out of memory (new and old failure rows), non-finite, killed.
+    paths["gen_flagged"] = write_run(runs / "gen_mamba_contended", generation_rows(
+        "mamba-130m", "gen_flagged", lambda s: 250.0, lambda s: 129_135_360 * 2 + mamba_state, status="flagged",
+        reason="contended: load1 7.9 on 4 cores", load1=7.9, other_cpu=180.0), _config("mamba-130m", "generation"))
+    paths["gen_failed"] = write_run(runs / "gen_llama_oom", [failure_row(
+        "gen_failed", "generation", "llama-160m", "OutOfMemoryError: CUDA out of memory", oom=True)],
+        _config("llama-160m", "generation"))
+    paths["gen_failed_legacy"] = write_run(runs / "gen_llama_died", [failure_row(
+        "gen_failed_legacy", "generation", "llama-160m", "RuntimeError: the measuring process died", legacy=True)],
+        _config("llama-160m", "generation"))
+    paths["gen_invalid"] = write_run(runs / "gen_llama_nan", generation_rows(
+        "llama-160m", "gen_invalid", lambda s: 999.0, llama_memory, status="invalid",
+        reason="non-finite logits at step 64"), _config("llama-160m", "generation"))
+    paths["killed"] = write_staging(runs, "gen_llama_killed")
 
     # max_seq_len sweep (a Hydra multirun: numbered job dirs, a hidden .hydra dir).
     budget = 24 * GIB

@@ -7,7 +7,7 @@ import pytest
 
 from bench import runner
 from bench.config import ConfigError
-from bench.schema import CROSSCHECK_TOOLS
+from bench.schema import CROSSCHECK_TOOLS, MEASURED
 from tests.test_harness import load
 
 LOOP, GENERATE, OPTIMUM = CROSSCHECK_TOOLS
@@ -20,7 +20,7 @@ FAST = ["scenario=crosscheck", "scenario.new_tokens=12", "scenario.window=4", "s
 def test_both_tools_measure_the_same_model(model, tmp_path):
     cfg = load(FAST + [f"model={model}", "model.vocab_size=1024"])
     table = runner.run_job(cfg, tmp_path)
-    assert (table["status"] == "ok").all(), table.get("error")
+    assert table["status"].isin(MEASURED).all(), table.get("reason")
     assert set(table["vocab_size"]) == {1024}
 
     def value(tool, metric):

@@ -28,6 +28,7 @@ from bench.config import job_dirname, register_configs
 from bench.contention import measurement_lock
 from bench.fingerprint import config_hash
 from bench.report.validate import validate
+from bench.schema import MEASURED
 
 REPO = Path(__file__).resolve().parent.parent
 register_configs()
@@ -83,8 +84,8 @@ def test_a_bad_value_in_a_sweep_is_a_failure_row_and_the_other_jobs_run(tmp_path
     assert out.returncode == 1
     assert out.stdout.index("1 of 3 jobs are invalid") < out.stdout.index("Launching 3 jobs")  # checked first
     runs = {int(t["new_tokens"].iloc[0]): t for t in (rows(p.parent) for p in tmp_path.glob("multirun/smoke/*/results.parquet"))}
-    measured = {"ok", "flagged"}  # flagged when the machine is busy (e.g. other test processes)
-    assert {n: t["status"].iloc[0] in measured for n, t in runs.items()} == {16: True, -5: False, 32: True}
+    # MEASURED: flagged too, when the machine is busy (e.g. other test processes)
+    assert {n: t["status"].iloc[0] in MEASURED for n, t in runs.items()} == {16: True, -5: False, 32: True}
     assert runs[-5]["status"].iloc[0] == "failed"
     bad = runs[-5]
     assert "scenario.new_tokens: must be >= 1" in bad["reason"].iloc[0]
@@ -182,7 +183,7 @@ def test_two_sweeps_at_once_measure_each_job_once(tmp_path):
     assert "made while this job waited" in stderr or "current results already there" in stderr
     (run,) = [p.parent for p in tmp_path.glob("runs/smoke/*/results.parquet")]
     table = rows(run)  # measured once; flagged if the other sweep's start-up overlapped the timing
-    assert table["run_id"].nunique() == 1 and set(table["status"]) <= {"ok", "flagged"}
+    assert table["run_id"].nunique() == 1 and set(table["status"]) <= set(MEASURED)
 
 
 # --- 8. the host is protected ------------------------------------------------------------------
@@ -255,7 +256,7 @@ def test_isolated_jobs_run_under_the_joblib_launcher(tmp_path):
                 "isolate=true", *QUICK)
     assert out.returncode == 0, out.stdout[-3000:]
     tables = [rows(p.parent) for p in tmp_path.glob("multirun/smoke/*/results.parquet")]
-    assert len(tables) == 2 and all(set(t["status"]) <= {"ok", "flagged"} for t in tables)
+    assert len(tables) == 2 and all(set(t["status"]) <= set(MEASURED) for t in tables)
 
 
 # --- 12. names and paths -------------------------------------------------------------------------
