@@ -32,9 +32,9 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from models.mamba import MambaCache, MambaConfig, MambaLM
+from models.mamba import WRAPPER_MODEL_TYPE, MambaCache, MambaConfig, MambaLM
 
-MODEL_TYPE = "ssm_bench_mamba"
+MODEL_TYPE = WRAPPER_MODEL_TYPE
 
 
 @dataclass
@@ -204,14 +204,6 @@ AutoModelForCausalLM.register(SsmBenchMambaConfig, SsmBenchMambaForCausalLM, exi
 
 def load_mamba(path, dtype=None) -> MambaLM:
     """A MambaLM from a local directory in any of our formats: ssm_bench_mamba (save_pretrained of
-    the wrapper), transformers' Mamba / FalconMamba, or mamba_ssm's. (MambaLM.from_pretrained
-    reads the last three; this adds the first.)"""
-    import json
-    from pathlib import Path
-
-    config_file = Path(path) / "config.json"
-    if config_file.is_file() and json.loads(config_file.read_text()).get("model_type") == MODEL_TYPE:
-        wrapper = SsmBenchMambaForCausalLM.from_pretrained(path, dtype=dtype, local_files_only=True)
-        wrapper._sync()
-        return wrapper.mamba.eval()
-    return MambaLM.from_pretrained(path, dtype=dtype)
+    the wrapper), transformers' Mamba / FalconMamba, or mamba_ssm's (MambaLM.from_pretrained reads
+    all of them, strictly)."""
+    return MambaLM.from_pretrained(path, dtype=dtype).eval()

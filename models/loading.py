@@ -1,8 +1,9 @@
 """Load a local Hugging Face format directory into MambaLM, offline.
 
 A directory holds config.json and either model.safetensors or model.safetensors.index.json with
-its shards. transformers' MambaForCausalLM and FalconMambaForCausalLM checkpoints load as they
-are; original mamba_ssm checkpoints (`backbone.embedding`, head tied) are renamed on the way in.
+its shards. transformers' MambaForCausalLM and FalconMambaForCausalLM checkpoints and models/hf.py's
+save_pretrained output load as they are; original mamba_ssm checkpoints (`backbone.embedding`,
+head tied) are renamed on the way in. Loading is strict: every tensor present, none left over.
 The model is built on the meta device and takes the loaded tensors as its parameters, so a 7B
 checkpoint is never allocated twice.
 """
@@ -29,18 +30,43 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded: the message names the file or tensor."""
 
 
-def read_config(path: str | Path) -> MambaConfig:
-    config_file = Path(path) / "config.json"
+def model_dir(path: str | Path) -> Path:
+    """The directory, checked first: a missing one is named as such (transformers would call the
+    path a malformed hub repo id)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: model directory not found; give a local Hugging Face format directory")
+    return path
+
+
+def read_config_json(path: str | Path) -> dict:
+    config_file = model_dir(path) / "config.json"
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file}: no config.json; expected a Hugging Face format model directory")
     try:
-        raw = json.loads(config_file.read_text())
+        return json.loads(config_file.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
+
+
+def read_config(path: str | Path) -> MambaConfig:
+    raw = read_config_json(path)
     try:
         return MambaConfig.from_dict(raw)
     except (KeyError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{config_file}: {e}") from None
+        raise CheckpointError(f"{Path(path) / 'config.json'}: {e}") from None
+
+
+def tensor_mismatch_error(path, missing=(), unexpected=(), mismatched=()) -> CheckpointError | None:
+    """One line naming the tensors that do not fit (the first few of each kind, and how many), or
+    None. missing / unexpected: names; mismatched: (name, checkpoint shape, expected shape)."""
+    mismatched = [f"{name} has shape {tuple(got)} (expected {tuple(want)})" for name, got, want in mismatched]
+    parts = []
+    for kind, names in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched)):
+        names = sorted(names)
+        if names:
+            parts.append(f"{len(names)} {kind} tensor(s): {', '.join(names[:3])}" + (" ..." if len(names) > 3 else ""))
+    return CheckpointError(f"{path}: " + "; ".join(parts)) if parts else None
 
 
 def checkpoint_files(path: str | Path) -> list[Path]:
@@ -74,11 +100,10 @@ def read_tensors(path: str | Path, device="cpu") -> dict[str, torch.Tensor]:
     return {k: v for k, v in tensors.items() if not k.endswith(IGNORED_SUFFIXES)}
 
 
+@torch.inference_mode(False)  # ordinary parameters, even when loaded for inference
 def load_pretrained(cls, path: str | Path, dtype=None, device=None):
-    path = Path(path)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: model directory not found; give a local Hugging Face format directory")
     config = read_config(path)
+    path = Path(path)
     device = torch.device(device) if device is not None else torch.device("cpu")
     tensors = read_tensors(path, device="cpu" if device.type == "meta" else device)
     if dtype is None:  # keep the checkpoint's dtype
@@ -88,15 +113,11 @@ def load_pretrained(cls, path: str | Path, dtype=None, device=None):
     if config.tie_word_embeddings:
         expected.pop("lm_head.weight")
         tensors.pop("lm_head.weight", None)  # some checkpoints store the tied copy too
-    missing = sorted(expected.keys() - tensors.keys())
-    unexpected = sorted(tensors.keys() - expected.keys())
-    if missing:
-        raise CheckpointError(f"{path}: missing tensor(s) {', '.join(missing[:5])}" + (" ..." if len(missing) > 5 else ""))
-    if unexpected:
-        raise CheckpointError(f"{path}: unexpected tensor(s) {', '.join(unexpected[:5])}" + (" ..." if len(unexpected) > 5 else ""))
-    for key, shape in expected.items():
-        if tensors[key].shape != shape:
-            raise CheckpointError(f"{path}: tensor {key} has shape {tuple(tensors[key].shape)}, expected {tuple(shape)}")
+    mismatched = [(key, tensors[key].shape, shape) for key, shape in expected.items()
+                  if key in tensors and tensors[key].shape != shape]
+    error = tensor_mismatch_error(path, expected.keys() - tensors.keys(), tensors.keys() - expected.keys(), mismatched)
+    if error:
+        raise error
     state = {k: v.to(device=device, dtype=dtype) for k, v in tensors.items()}
     model.load_state_dict(state, strict=False, assign=True)
     if config.tie_word_embeddings:

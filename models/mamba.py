@@ -26,7 +26,7 @@ default so does the residual stream (residual_in_fp32), as in mamba_ssm and tran
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import torch
 import torch.nn as nn
@@ -36,6 +36,9 @@ from torch import Tensor
 from models.ops import scan_backend
 
 MODEL_TYPES = ("mamba", "falcon_mamba")
+# config.json's model_type for models/hf.py's wrapper (its save_pretrained output); the flavour,
+# one of MODEL_TYPES, is in its `variant` field.
+WRAPPER_MODEL_TYPE = "ssm_bench_mamba"
 
 
 @dataclass
@@ -86,8 +89,11 @@ class MambaConfig:
 
     @classmethod
     def from_dict(cls, config: dict) -> "MambaConfig":
-        """From a config.json: transformers' Mamba/FalconMamba format or the original mamba_ssm one."""
+        """From a config.json: transformers' Mamba/FalconMamba format, the original mamba_ssm one,
+        or models/hf.py's wrapper (WRAPPER_MODEL_TYPE, the same fields as ours)."""
         config = dict(config)
+        if config.get("model_type") == WRAPPER_MODEL_TYPE:
+            config["model_type"] = config.get("variant", "mamba")
         if "d_model" in config:  # mamba_ssm's MambaConfig: d_model, n_layer, ssm_cfg, ...
             ssm = config.get("ssm_cfg") or {}
             vocab, multiple = config["vocab_size"], config.get("pad_vocab_size_multiple", 8)
@@ -256,7 +262,10 @@ class MambaMixer(nn.Module):
 
     def _A(self) -> Tensor:
         """A = -exp(A_log) in float32, (D, N); recomputed only when A_log changes."""
-        if torch.compiler.is_compiling():  # a compiled graph fuses it for free
+        # A compiled graph fuses it for free. An inference tensor (A_log converted under
+        # torch.inference_mode, e.g. by .to(dtype)) has no version counter to reveal an in-place
+        # change: recompute. (MambaLM's constructor and loader make ordinary ones.)
+        if torch.compiler.is_compiling() or self.A_log.is_inference():
             return -torch.exp(self.A_log.float())
         key = (id(self.A_log), self.A_log._version, self.A_log.dtype, self.A_log.device)
         if getattr(self, "_A_key", None) != key:
@@ -310,11 +319,12 @@ class MambaLM(nn.Module):
             self.lm_head.weight = self.backbone.embeddings.weight
         device = torch.device(device) if device is not None else torch.get_default_device()
         if device.type != "meta":
-            _materialize(self, device)
-            if config.tie_word_embeddings:  # each parameter was allocated anew: re-tie
-                self.lm_head.weight = self.backbone.embeddings.weight
-            if init_weights:
-                self.reset_parameters()
+            with torch.inference_mode(False):  # ordinary parameters, even when built for inference
+                _materialize(self, device)
+                if config.tie_word_embeddings:  # each parameter was allocated anew: re-tie
+                    self.lm_head.weight = self.backbone.embeddings.weight
+                if init_weights:
+                    self.reset_parameters()
 
     # ----------------------------------------------------------------------------- weights
 
@@ -350,6 +360,23 @@ class MambaLM(nn.Module):
         from models.loading import load_pretrained
 
         return load_pretrained(cls, path, dtype=dtype, device=device)
+
+    @torch.no_grad()
+    def resize_token_embeddings(self, vocab_size: int) -> None:
+        """Give embeddings and head vocab_size rows, in place (a tied head stays tied): kept rows
+        are copied, new ones drawn as at init. config.vocab_size follows."""
+        cfg, keep = self.config, min(self.config.vocab_size, vocab_size)
+
+        def resized(weight: Tensor) -> nn.Parameter:
+            new = weight.new_empty(vocab_size, weight.shape[1]).normal_(0.0, cfg.initializer_range)
+            new[:keep] = weight[:keep]
+            return nn.Parameter(new, requires_grad=weight.requires_grad)
+
+        embeddings = self.backbone.embeddings
+        embeddings.weight, embeddings.num_embeddings = resized(embeddings.weight), vocab_size
+        self.lm_head.weight = embeddings.weight if cfg.tie_word_embeddings else resized(self.lm_head.weight)
+        self.lm_head.out_features = vocab_size
+        self.config = replace(cfg, vocab_size=vocab_size)
 
     def num_params(self) -> int:
         return num_params(self.config)
