@@ -64,6 +64,18 @@ class DummyBackend(Backend):
     def state_nbytes(self, state: DummyState) -> int:
         return state.nbytes
 
+    def state_tensors(self, state: DummyState) -> list[Tensor]:
+        return state.rows
+
+    def loaded_description(self) -> dict:
+        """The bigram model: no layers, no checkpoint (it never reads one)."""
+        return {"model_type": "dummy", "vocab_size": self.vocab_size(), "n_layers": 0,
+                "d_model": self.model.embedding_dim, "params": self.num_params(), "checkpoint": None,
+                "vocab_resized_from": None}
+
+    def config_mismatches(self) -> list[str]:
+        return []  # built from the YAML, always
+
     def as_transformers(self):
         raise NotImplementedError("the dummy backend has no transformers form: the crosscheck and the evals "
                                   "need a real model (model=tiny_mamba, tiny_llama, ...)")

@@ -1,4 +1,8 @@
-"""The in-repo Mamba (models/) as a backend: prefill and step over its constant-size cache."""
+"""The in-repo Mamba (models/) as a backend: prefill and step over its constant-size cache.
+
+A checkpoint (model.path) is loaded as what it is (models/loading.py, strict): its config.json
+decides the sizes and the Mamba flavour, and config_mismatches() lists where the YAML disagrees.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ class MambaBackend(Backend):
     def load(self) -> None:
         if self.cfg.weights == "pretrained":
             self.model = MambaLM.from_pretrained(self.cfg.path, dtype=self.dtype, device=self.device)
+            self.match_vocab()
         else:
             self.model = MambaLM(self.build_config(), device=self.device, dtype=self.dtype)
         self.model.eval()
@@ -33,6 +38,12 @@ class MambaBackend(Backend):
 
     def state_nbytes(self, state: MambaCache) -> int:
         return state.nbytes
+
+    def state_tensors(self, state: MambaCache) -> list:
+        return [state.conv, state.ssm]
+
+    def resize_vocab(self, vocab_size: int) -> None:
+        self.model.resize_token_embeddings(vocab_size)
 
     def as_transformers(self):
         from models.hf import to_hf  # the in-repo Mamba's transformers registration

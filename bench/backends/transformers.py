@@ -2,6 +2,9 @@
 
 The architecture comes from our YAML (no hub), the vocabulary is set to the run's vocab_size,
 and the KV cache is transformers' DynamicCache, or a preallocated StaticCache on request.
+A local checkpoint (model.path) loads strictly: its config.json must name model.family's
+model_type, and every tensor must fit, or the load fails (transformers itself would only print
+the misfits and run the rest on random weights).
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ import transformers
 from torch import Tensor
 
 from bench.backends.base import Backend
+from models.loading import CheckpointError, read_config_json, tensor_mismatch_error
+from models.mamba import WRAPPER_MODEL_TYPE
 
 # family -> (config class, causal-LM class)
 CLASSES = {
@@ -40,23 +45,41 @@ class TransformersBackend(Backend):
     def load(self) -> None:
         model_cls = getattr(transformers, CLASSES[self.cfg.family][1])
         if self.cfg.weights == "pretrained":
-            self.model = model_cls.from_pretrained(self.cfg.path, dtype=self.dtype, local_files_only=True)
-            if self.cfg.match_vocab and self.model.config.vocab_size != self.cfg.vocab_size:
-                self.model.resize_token_embeddings(self.cfg.vocab_size)
+            self.model = self._from_pretrained(model_cls)
+            self.match_vocab()
             self.model.to(self.device)
         else:
             with torch.device(self.device):
                 self.model = model_cls._from_config(self.build_config(), dtype=self.dtype)
         self.model.eval()
 
-    def _new_cache(self, batch_size: int):
+    def _from_pretrained(self, model_cls):
+        path, expected = self.cfg.path, model_cls.config_class.model_type
+        found = read_config_json(path).get("model_type")  # also: a missing directory, by name
+        if found != expected:
+            hint = "; it is the in-repo Mamba's format: use model.impl=ssm_bench" if found == WRAPPER_MODEL_TYPE else ""
+            raise CheckpointError(f"{path}: config.json has model_type {found!r}, "
+                                  f"model.family={self.cfg.family} expects {expected!r}{hint}")
+        model, info = model_cls.from_pretrained(path, dtype=self.dtype, local_files_only=True,
+                                                output_loading_info=True, ignore_mismatched_sizes=True)
+        error = tensor_mismatch_error(path, info["missing_keys"], info["unexpected_keys"], info["mismatched_keys"])
+        if error or info["error_msgs"]:
+            raise error or CheckpointError(f"{path}: {info['error_msgs'][0]}".splitlines()[0])
+        return model
+
+    def resize_vocab(self, vocab_size: int) -> None:
+        self.model.resize_token_embeddings(vocab_size)
+
+    def _new_cache(self, prompt_len: int):
         if self.kv_cache == "static" and self.arch == "transformer":
-            return transformers.StaticCache(config=self.model.config, max_cache_len=self.max_cache_len)
+            # Room for the prompt and a step, at least: probe()'s prompt may be longer than the scenario's.
+            return transformers.StaticCache(config=self.model.config,
+                                            max_cache_len=max(self.max_cache_len or 0, prompt_len + 1))
         return None  # transformers creates a DynamicCache
 
     @torch.inference_mode()
     def prefill(self, input_ids: Tensor, mode="parallel", chunk_size=1, logits_to_keep=1):
-        cache = self._new_cache(input_ids.shape[0])
+        cache = self._new_cache(input_ids.shape[1])
         chunk = input_ids.shape[1] if mode == "parallel" else chunk_size
         for start in range(0, input_ids.shape[1], chunk):
             out = self.model(input_ids[:, start:start + chunk], use_cache=True, logits_to_keep=logits_to_keep,
