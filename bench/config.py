@@ -52,7 +52,7 @@ class ModelConfig:
     vocab_size: int = 65024
     weights: str = "random"  # random (fast init) | pretrained (local HF-format directory in `path`)
     path: Optional[str] = None
-    match_vocab: bool = True  # pretrained Transformers: resize embeddings to vocab_size
+    match_vocab: bool = True  # pretrained models (both backends): resize embeddings to vocab_size, with a warning
     # Architecture hyperparameters, passed to the family's config class (our MambaConfig, or
     # transformers' LlamaConfig / MistralConfig / FalconMambaConfig).
     architecture: Dict[str, Any] = field(default_factory=dict)
