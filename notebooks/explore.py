@@ -20,6 +20,11 @@
 # and redraws the report's main plots, so that you can filter the rows first (one model, one hardware
 # profile, ...). Set `SSM_BENCH_REPORT_DIR` to read another report directory.
 #
+# Every row has a `status` (ok, flagged, invalid, failed: see bench/schema.py) and a `stale` reason
+# where the run's code or config has changed since. `rows.shown_rows` keeps what the report shows (ok
+# and flagged rows of current runs), and `rows.series` the settings that tell rows apart: group by
+# them, never by model alone, or runs with different settings get pooled.
+#
 # Paired with `explore.py` by jupytext: edit either, then `jupytext --sync notebooks/explore.py`.
 
 # %%
@@ -28,7 +33,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench.report import plots
+from bench.report import plots, rows
 
 
 def report_dir() -> Path:
@@ -44,7 +49,7 @@ def report_dir() -> Path:
 REPORT = report_dir()
 df = pd.concat([pd.read_parquet(p) for p in sorted(REPORT.glob("*.parquet"))], ignore_index=True)
 print(f"{len(df)} rows from {REPORT}")
-df.groupby(["scenario", "source", "status"]).size().rename("rows").to_frame()
+df.groupby(["scenario", "source", "status"], dropna=False).size().rename("rows").to_frame()
 
 # %% [markdown]
 # ## What ran: models per scenario and hardware
@@ -58,8 +63,8 @@ df.groupby(["scenario", "model", "hardware", "dtype"])["run_id"].nunique().renam
 # A flat line is a fixed-size state (Mamba); a falling one is a growing KV cache (Transformer).
 
 # %%
-gen = plots.ok_rows(df, "generation", ["window_throughput"])
-gen.pivot_table(index="step", columns=["model", "source"], values="value", aggfunc="median").round(1)
+gen = rows.shown_rows(df, "generation", ["window_throughput"])
+gen.groupby(rows.series(gen) + ["step"], dropna=False)["value"].median().unstack("step").round(1)
 
 # %%
 # Assigned, not returned: the inline backend shows each new figure once, at the end of its cell.
@@ -87,7 +92,11 @@ fig = plots.plot_implementation(df)
 fig = plots.plot_leaderboard(df)
 
 # %% [markdown]
-# ## Failed measurements
+# ## What is not ok: failed, invalid and flagged rows, stale runs
 
 # %%
-df.loc[df["status"] != "ok", [c for c in ("run_dir", "scenario", "model", "metric", "error") if c in df]]
+problems = df[df["status"] != "ok"]
+problems.groupby(["status", "run_dir", "model", "reason"], dropna=False).size().rename("rows").to_frame()
+
+# %%
+df.loc[df["stale"].notna(), ["run_dir", "stale"]].drop_duplicates()

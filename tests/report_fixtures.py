@@ -86,6 +86,7 @@ def generation_rows(model: str, run_id: str, throughput, memory, source="measure
     """Window rows (two repeats) plus ttft/decode_throughput summaries. throughput/memory: step -> value;
     columns: more columns for every row (settings, status, ...)."""
     common = dict(prefill_mode="parallel", prompt_len=128, source=source, hardware=hardware, **columns)
+    weights_bytes = _row(run_id, "generation", model, **common)["params"] * 2
     rows = []
     for repeat in (0, 1):
         jitter = 1 + 0.02 * repeat
@@ -95,7 +96,7 @@ def generation_rows(model: str, run_id: str, throughput, memory, source="measure
             rows.append(_row(run_id, "generation", model, step=step, metric="peak_allocated",
                              value=memory(step), unit="bytes", repeat=repeat, **common))
             rows.append(_row(run_id, "generation", model, step=step, metric="state_bytes",
-                             value=memory(step) - MODELS[model]["params"] * 2, unit="bytes", repeat=repeat, **common))
+                             value=memory(step) - weights_bytes, unit="bytes", repeat=repeat, **common))
     for metric, unit, values in (("ttft", "s", [0.021, 0.020, 0.024]),
                                  ("decode_throughput", "tokens/s", [throughput(steps[-1] // 2), 0.98 * throughput(
                                      steps[-1] // 2), 1.01 * throughput(steps[-1] // 2)])):

@@ -1,23 +1,35 @@
 """The results report: reads every run directory, checks it against the tidy schema, and writes
 report.md, a self-contained report.html, PNG/SVG plots and the combined tables.
 
-    python -m bench.report [RESULT_DIRS ...] [--out results/report]
+    python -m bench.report [RESULT_DIRS ...] [--out results/report] [--strict]
 
 Modules, in the order the data flows: validate (one run's rows against bench/schema.py), load
-(find and read run directories, keep bad ones apart), plots (figures from the combined table),
-tables (formatting), sections (what the report says), render (markdown and HTML).
+(find and read run directories, keep bad and unfinished ones apart), tables (formatting), rows
+(which rows may be shown and the settings that keep them apart), plots (figures from the
+combined table), sections (what the report says), render (markdown and HTML).
+
+The report is built in a hidden directory beside --out and swapped in only when complete, so a
+crash or a typo'd results directory never replaces the previous report.
 """
 
 from __future__ import annotations
 
+import shutil
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import jobdir
 from bench.report import plots, render, sections
 from bench.report.load import Collection, load
 
 DEFAULT_ROOTS = [Path("results/runs"), Path("results/multirun")]
 DEFAULT_OUT = Path("results/report")
+
+
+class RootNotFound(FileNotFoundError):
+    """A results directory that does not exist: a typo must not read as 'no results'."""
 
 
 @dataclass
@@ -27,21 +39,46 @@ class Report:
     figures: list[str]  # names of the figures written under out/plots
 
 
+def results_roots(roots: list[Path] | None) -> list[Path]:
+    """The directories to read. Named ones must all exist; of the defaults, at least one."""
+    if roots is None:
+        present = [r for r in DEFAULT_ROOTS if r.is_dir()]
+        if not present:
+            raise RootNotFound(f"no results directory: none of {', '.join(map(str, DEFAULT_ROOTS))} exists")
+        return present
+    roots = [Path(r) for r in roots]
+    missing = [r for r in roots if not r.is_dir()]
+    if missing:
+        raise RootNotFound(f"results directory not found: {', '.join(map(str, missing))}")
+    return roots
+
+
 def write_report(roots: list[Path] | None = None, out: Path = DEFAULT_OUT) -> Report:
-    """Reads the runs under `roots` and writes the report into `out` (created if missing)."""
-    roots = [Path(r) for r in (roots or DEFAULT_ROOTS)]
+    """Reads the runs under `roots` (default: DEFAULT_ROOTS) and writes the report into `out`,
+    replacing what was there only once the new one is complete."""
+    roots = results_roots(roots)
     out = Path(out)
     collection = load(roots, exclude=out)
     table = collection.table()
-    out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(out / "all_results.csv", index=False)
-    table.to_parquet(out / "all_results.parquet", index=False)
+    with _replacing(out) as new:
+        table.to_csv(new / "all_results.csv", index=False)
+        table.to_parquet(new / "all_results.parquet", index=False)
+        figures, figure_notes = plots.draw_all(table, new / "plots")
+        report_sections = sections.build(collection, table, figures, figure_notes)
+        (new / "report.md").write_text(render.markdown(report_sections))
+        (new / "report.html").write_text(render.html_page(report_sections, new / "plots"))
+    return Report(out, collection, figures)
 
-    plots_dir = out / "plots"
-    figures = plots.draw_all(table) if not table.empty else {}
-    for name, fig in figures.items():
-        plots.save(fig, plots_dir, name)
-    report_sections = sections.build(collection, table, figures)
-    (out / "report.md").write_text(render.markdown(report_sections))
-    (out / "report.html").write_text(render.html_page(report_sections, plots_dir))
-    return Report(out, collection, list(figures))
+
+@contextmanager
+def _replacing(out: Path):
+    """A new hidden directory beside `out` that replaces it in one step (as a job's run directory
+    is, bench/jobdir.py) once the block completes; on an error it is removed, `out` left as it was."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    new = out.parent / f".{out.name}.new-{uuid.uuid4().hex[:8]}"
+    new.mkdir()
+    try:
+        yield new
+        jobdir.commit(new, out)
+    finally:
+        shutil.rmtree(new, ignore_errors=True)

@@ -1,13 +1,17 @@
 """What the report says, independent of how it is written out (markdown or HTML).
 
-`build(collection, table, figures)` returns a list of Sections. A section holds items in order:
-a str is a paragraph, a list of str is a bullet list, a DataFrame is a table and a FigureRef is
-a picture. Each scenario gets a section only when it has rows, so the report follows the data.
+`build(collection, table, figures, figure_notes)` returns a list of Sections. A section holds
+items in order: a str is a paragraph, a list of str is a bullet list, a DataFrame is a table and
+a FigureRef is a picture. The report opens with what ran and every job that is not ok (failed,
+invalid, flagged, stale, incomplete, skipped), then each scenario's tables and figures. Each
+scenario gets a section only when it has rows to show, so the report follows the data. Tables
+keep apart every combination of settings (rows.series) and say what their rows share.
 """
 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -15,10 +19,12 @@ import numpy as np
 import pandas as pd
 
 from bench.report import plots
-from bench.report.load import Collection
-from bench.report.tables import fmt_bytes, fmt_number, fmt_value
+from bench.report.load import JOB_STATES, Collection
+from bench.report.rows import (FLAG, FLAG_NOTE, groups, key_cells, label, legend_columns, model_label, recorded,
+                               series, shown_rows, text)
+from bench.report.tables import fmt_bytes, fmt_number, fmt_time, fmt_value, parse_time
 from bench.report.validate import SCENARIOS
-from bench.schema import CROSSCHECK_TOOLS
+from bench.schema import CROSSCHECK_TOOLS, LOAD_COLUMNS, STATUSES
 
 SCENARIO_TITLES = {
     "generation": "Generation: throughput and memory as the sequence grows",
@@ -26,6 +32,14 @@ SCENARIO_TITLES = {
     "implementation": "Implementation: ssm_bench vs transformers",
     "max_seq_len": "Maximum prompt length within a memory budget",
     "leaderboard": "Leaderboard: task scores",
+}
+# Row statuses other than ok: the section listing them and what it means for the tables.
+PROBLEMS = {
+    "failed": ("Failed", "No measurement: the job, or this part of it, failed. Left out of every table and plot."),
+    "invalid": ("Invalid", "The job finished but failed a validity check (e.g. non-finite outputs). Left out of "
+                           "every table and plot."),
+    "flagged": ("Flagged", f"Measured under a condition that may have distorted the numbers (e.g. a contended "
+                           f"machine). Shown in the tables and plots marked {FLAG}, never pooled with ok rows."),
 }
 
 
@@ -41,25 +55,30 @@ class Section:
     items: list = field(default_factory=list)  # str | list[str] | pd.DataFrame | FigureRef
 
 
-def build(collection: Collection, table: pd.DataFrame, figures: dict[str, object]) -> list[Section]:
-    sections = [_overview(collection, table), _environment(collection), _caveats(collection, table)]
+def build(collection: Collection, table: pd.DataFrame, figures: list[str],
+          figure_notes: dict[str, str] | None = None) -> list[Section]:
+    """figures: the names drawn (plots.draw_all); figure_notes: why others were not."""
+    figure_notes = figure_notes or {}
+    sections = [_overview(collection, table)]
+    sections += [s for s in (_row_problems(table, collection, status) for status in PROBLEMS) if s]
+    sections += [s for s in (_stale(collection), _incomplete(collection)) if s]
+    sections += [_skipped(collection), _environment(collection), _caveats(collection, table)]
     builders = {"generation": _generation, "crosscheck": _crosscheck, "implementation": _implementation,
                 "max_seq_len": _max_seq_len, "leaderboard": _leaderboard}
     present = list(dict.fromkeys(table["scenario"].dropna().astype(str)))
     for scenario in [s for s in SCENARIOS if s in present] + [s for s in present if s not in SCENARIOS]:
-        d = plots.ok_rows(table, scenario)
+        d = shown_rows(table, scenario)
         if d.empty:
-            continue  # only failures: listed under "Failed measurements"
+            continue  # nothing to show: its rows are listed above as failed, invalid or stale
         build_one = builders.get(scenario, _generic)
         section = build_one(d)
         section.title = section.title or f"Scenario: {scenario}"
-        section.items += [FigureRef(name, _CAPTIONS[name]) for name, (sc, _) in plots.PLOTS.items()
-                          if sc == scenario and name in figures]
+        for name, (sc, _, _) in plots.PLOTS.items():
+            if sc == scenario and name in figures:
+                section.items.append(FigureRef(name, _CAPTIONS[name]))
+            elif sc == scenario and name in figure_notes:
+                section.items.append(f"Figure *{_CAPTIONS[name]}* {figure_notes[name]}.")
         sections.append(section)
-    failed = table[table["status"] != "ok"]
-    if not failed.empty:
-        sections.append(_failures(failed))
-    sections.append(_skipped(collection))
     return sections
 
 
@@ -82,22 +101,25 @@ def short_path(path) -> str:
 
 
 def _join(values) -> str:
-    return ", ".join(sorted({str(v) for v in values if pd.notna(v) and str(v) != ""}))
+    return ", ".join(sorted({text(v) for v in values} - {""}))
+
+
+def _truthy(v) -> bool:
+    return v is True or text(v).lower() in ("true", "1", "yes")
 
 
 # --- overview -------------------------------------------------------------------------
 
-def _time(value) -> datetime | None:
-    """meta.json times: epoch seconds or ISO 8601 text."""
-    try:
-        return datetime.fromtimestamp(float(value)) if isinstance(value, (int, float)) \
-            else datetime.fromisoformat(str(value))
-    except (ValueError, TypeError, OverflowError):
-        return None
+def job_summary(states: Counter) -> str:
+    """'3 of 12 jobs failed, 1 invalid, 2 flagged, 0 stale, 1 incomplete, 0 skipped; 5 ok.'"""
+    total = sum(states.values())
+    others = [s for s in STATUSES[::-1] + JOB_STATES if s not in ("failed", "ok")]
+    return (f"{states['failed']} of {total} jobs failed, " + ", ".join(f"{states[s]} {s}" for s in others)
+            + f"; {states['ok']} ok.")
 
 
 def _duration(meta: dict) -> str:
-    start, end = _time(meta.get("start_time")), _time(meta.get("end_time"))
+    start, end = parse_time(meta.get("start_time")), parse_time(meta.get("end_time"))
     if start is None or end is None:
         return ""
     seconds = (end - start).total_seconds()
@@ -106,11 +128,11 @@ def _duration(meta: dict) -> str:
 
 def _overview(c: Collection, table: pd.DataFrame) -> Section:
     s = Section("What ran")
-    n_failed = int((table["status"] != "ok").sum())
-    s.items.append(f"{len(c.runs)} runs read, {len(c.skipped)} skipped (see *Skipped runs*), "
-                   f"{len(table)} rows of which {n_failed} failed. Generated {datetime.now():%Y-%m-%d %H:%M}.")
-    if c.missing_roots:
-        s.items.append("Not found (no runs read from them): " + ", ".join(f"`{p}`" for p in c.missing_roots) + ".")
+    rows_by_status = table["status"].value_counts()
+    s.items.append(f"**{job_summary(c.states())}** A job counts under its worst row (failed, then invalid, then "
+                   "flagged): a leaderboard with one failed task counts as failed. Each kind is listed below.")
+    s.items.append(f"{len(table)} rows: " + ", ".join(f"{int(rows_by_status.get(st, 0))} {st}" for st in STATUSES)
+                   + f". Generated {datetime.now():%Y-%m-%d %H:%M}.")
     rows = []
     for run in c.runs:
         r = run.rows
@@ -118,13 +140,80 @@ def _overview(c: Collection, table: pd.DataFrame) -> Section:
             "run": short_path(run.path), "scenario": _join(r["scenario"]), "model": _join(r["model"]),
             "impl": _join(r["impl"]), "hardware": _join(r["hardware"]), "device": _join(r["device"]),
             "dtype": _join(r["dtype"]), "weights": _join(r["weights"]), "source": _join(r["source"]),
-            "rows": len(r), "failed": int((r["status"] != "ok").sum()),
+            "rows": len(r), "state": f"{FLAG} flagged" if run.state == "flagged" else run.state,
             "git": str(run.meta.get("git_sha", ""))[:10] + ("+dirty" if run.meta.get("git_dirty") else ""),
-            "started": f"{_time(run.meta.get('start_time')):%Y-%m-%d %H:%M}" if _time(run.meta.get("start_time")) else "",
-            "took": _duration(run.meta),
+            "started": fmt_time(run.meta.get("start_time")), "took": _duration(run.meta),
+            "note": "; ".join(n for n in (run.stale and f"stale: {run.stale}", run.last_attempt) if n),
         })
     if rows:
         s.items.append(pd.DataFrame(rows))
+    return s
+
+
+# --- jobs that are not ok --------------------------------------------------------------
+
+def _row_problems(table: pd.DataFrame, c: Collection, status: str) -> Section | None:
+    """The rows of one non-ok status, one line per run, model and reason; for failures also the
+    redos that failed while the previous results were kept."""
+    bad = table[table["status"] == status]
+    redos = [f"`{short_path(r.path)}`: {r.last_attempt}." for r in c.runs if r.last_attempt] \
+        if status == "failed" else []
+    if bad.empty and not redos:
+        return None
+    title, meaning = PROBLEMS[status]
+    s = Section(title, [meaning])
+    if not bad.empty:
+        bad = bad.assign(what=bad["task"].fillna(bad["metric"]) if "task" in bad else bad["metric"])
+        rows = []
+        for values, g in groups(bad, ["run_dir", "scenario", "model", "reason"]):
+            row = {"run": short_path(values["run_dir"]), "scenario": values["scenario"],
+                   "model": model_label(g.iloc[0].to_dict()), "reason": values["reason"], "rows": len(g),
+                   "metrics": _join(w for w in g["what"] if w != "error")}
+            if "oom" in g and g["oom"].map(_truthy).any():
+                row["oom"] = "yes"
+            for col in (c for c in LOAD_COLUMNS if c in g and g[c].notna().any()):
+                row[f"{col} (max)"] = fmt_number(g[col].max())
+            rows.append(row)
+        s.items.append(pd.DataFrame(rows))
+    if redos:
+        s.items += ["Redos that failed; the previous results of these runs are kept and shown:", redos]
+    return s
+
+
+def _stale(c: Collection) -> Section | None:
+    stale = [r for r in c.runs if r.stale]
+    if not stale:
+        return None
+    return Section("Stale runs", [
+        "Runs made with code or a config that has changed since: kept out of every table and plot "
+        "(their rows stay in all_results, column `stale`). Rerun them to bring them back.",
+        pd.DataFrame([{"run": short_path(r.path), "scenario": _join(r.rows["scenario"]),
+                       "model": _join(r.rows["model"]), "why": r.stale} for r in stale])])
+
+
+def _incomplete(c: Collection) -> Section | None:
+    if not c.incomplete:
+        return None
+    bullets = []
+    for job in c.incomplete:
+        j = job.job
+        overrides = " ".join(map(str, j["overrides"])) if isinstance(j.get("overrides"), list) else j.get("overrides")
+        bullets.append(f"`{short_path(j['run_dir'])}`: started {fmt_time(j.get('start_time')) or 'at an unknown time'} "
+                       f"by pid {j.get('pid', '?')} on {j.get('host', '?')}, never finished"
+                       + (f" (overrides: `{overrides}`)" if overrides else "")
+                       + f"; staging directory `{short_path(job.path)}`" + (f"; {job.note}" if job.note else "") + ".")
+    return Section("Incomplete runs", [
+        "Jobs that started and left no results (killed, crashed outside Python, or still running). "
+        "Their staging directories hold no measurements; nothing from them is shown.", bullets])
+
+
+def _skipped(c: Collection) -> Section:
+    s = Section("Skipped runs")
+    if not c.skipped:
+        s.items.append("None: every run directory found was read.")
+        return s
+    s.items.append(f"{len(c.skipped)} run directories could not be used and are left out of everything above:")
+    s.items.append(pd.DataFrame([{"run": short_path(k.path), "reason": k.reason} for k in c.skipped]))
     return s
 
 
@@ -168,16 +257,18 @@ def _caveats(c: Collection, table: pd.DataFrame) -> Section:
     bullets.append("Rows by source: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".")
     sim = table[table["source"] == "simulated"]
     if not sim.empty:
-        bullets.append(f"**Simulated** rows ({len(sim)}, hardware profile(s) {_join(sim['hardware'])}) are "
+        emulated = _join(sim["budget_hardware"]) if "budget_hardware" in sim else ""
+        bullets.append(f"**Simulated** rows ({len(sim)}, hardware profile(s) {_join(sim['hardware'])}"
+                       + (f", emulated hardware {emulated}" if emulated else "") + ") are "
                        "estimates from a hardware model, not measurements; plots draw them dotted.")
     if (table["source"] == "published").any():
         bullets.append("**Published** rows are reference scores reported by others, not run here.")
-    for kind, text in (("random", "random weights: speed and memory are representative, quality scores are not"),
+    for kind, meaning in (("random", "random weights: speed and memory are representative, quality scores are not"),
                        ("pretrained", "pretrained weights"),
                        ("unknown", "weights not recorded in config.yaml (random or pretrained unknown)")):
         models = table.loc[(table["weights"] == kind) & (table["source"] != "published"), "model"]
         if not models.empty:
-            bullets.append(f"Models with {text}: {_join(models)}.")
+            bullets.append(f"Models with {meaning}: {_join(models)}.")
     if (table["device"].astype(str) == "cpu").any() and (table["metric"] == "rss").any():
         bullets.append("CPU memory is process RSS: it includes the Python runtime and libraries, not only the model.")
     if table["bandwidth_gbps"].notna().any():
@@ -198,66 +289,78 @@ def _caveats(c: Collection, table: pd.DataFrame) -> Section:
 
 # --- scenarios -------------------------------------------------------------------------
 
-def metric_table(d: pd.DataFrame, index: list[str]) -> pd.DataFrame:
-    """Median value per metric (columns, unit in the header) for each combination of index columns."""
-    index = [c for c in index if c in d.columns and d[c].notna().any()]
+def _described(d: pd.DataFrame, table: pd.DataFrame, keys: list[str]) -> list:
+    """A table, what every one of its rows records, and the ⚠ note when it shows flagged rows."""
+    items = [table]
+    caption = recorded(d, keys)
+    if caption:
+        items.append(caption)
+    if "status" in keys:
+        items.append(FLAG_NOTE)
+    return items
+
+
+def metric_table(d: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame:
+    """Median of each metric (a column, unit in the header) per combination of settings (rows.series)."""
+    keys = keys or series(d)
     units = d.groupby("metric")["unit"].first()
-    wide = d.pivot_table(index=index, columns="metric", values="value", aggfunc="median", dropna=False)
-    wide = wide.dropna(how="all").reset_index()
-    wide.columns.name = None  # else HTML shows a header row named "metric"
-    for metric in (m for m in wide.columns if m in units.index):
-        wide[metric] = [fmt_value(v, units[metric]) for v in wide[metric]]
-        wide = wide.rename(columns={metric: f"{metric} ({units[metric]})"})
-    for col in index:
-        wide[col] = wide[col].map(fmt_number)
-    return wide
+    rows = []
+    for values, g in groups(d, keys):
+        row = key_cells(values)
+        for metric, m in g.groupby("metric", sort=False):
+            unit = units.get(metric)
+            row[f"{metric} ({unit})" if text(unit) else metric] = fmt_value(m["value"].median(), unit)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _generation(d: pd.DataFrame) -> Section:
     s = Section(SCENARIO_TITLES["generation"])
-    keys = ["model"] + plots.series_columns(d, plots.GENERATION_SERIES[1:])
+    keys = series(d)
     rows = []
-    for key, g in d.groupby(keys, dropna=False, sort=True):
-        key = key if isinstance(key, tuple) else (key,)
-        row = dict(zip(keys, key))
+    for values, g in groups(d, keys):
+        row = key_cells(values)
         stat = g["stat"] if "stat" in g else pd.Series(np.nan, index=g.index)
         for metric, unit in (("ttft", "s"), ("decode_throughput", "tokens/s")):
             m = g[g["metric"] == metric]
             by_stat = m.assign(stat=stat[m.index]).groupby("stat")["value"].median()
             if "median" in by_stat:
-                spread = f" [{fmt_number(by_stat.get('min'))}–{fmt_number(by_stat.get('max'))}]" \
+                spread = f" [{fmt_value(by_stat.get('min'), unit)}–{fmt_value(by_stat.get('max'), unit)}]" \
                     if "min" in by_stat and "max" in by_stat else ""
-                row[f"{metric} ({unit}) median [min–max]"] = fmt_number(by_stat["median"]) + spread
+                row[f"{metric} ({unit}) median [min–max]"] = fmt_value(by_stat["median"], unit) + spread
             elif not m.empty:
-                row[f"{metric} ({unit}) median"] = fmt_number(m["value"].median())
+                row[f"{metric} ({unit}) median"] = fmt_value(m["value"].median(), unit)
         w = g[g["metric"] == "window_throughput"].groupby("step")["value"].median().sort_index()
         if len(w) >= 2:
-            row["window tokens/s first → last"] = f"{fmt_number(w.iloc[0])} → {fmt_number(w.iloc[-1])}"
-            row["last/first"] = f"{w.iloc[-1] / w.iloc[0]:.2f}"
+            first, last = float(w.iloc[0]), float(w.iloc[-1])
+            row["window tokens/s first → last"] = f"{fmt_value(first, '')} → {fmt_value(last, '')}"
+            with np.errstate(divide="ignore", invalid="ignore"):  # 0, nan and inf print as such
+                row["last/first"] = f"{np.float64(last) / first:.2f}"
         for metric in plots.MEMORY_METRICS:
             m = g[g["metric"] == metric]
             if not m.empty:
-                row[f"{metric} at end"] = fmt_bytes(m.loc[m["step"] == m["step"].max(), "value"].median())
+                row[f"{metric} at end"] = fmt_value(m.loc[m["step"] == m["step"].max(), "value"].median(), "bytes")
         rows.append(row)
-    s.items.append("Per model: time to first token and decode throughput over the repeats, the throughput "
-                   "of the first and last window (a ratio near 1 is flat; a KV cache makes it fall), and memory "
-                   "after the last token.")
-    s.items.append(pd.DataFrame(rows))
+    s.items.append("Per model and settings: time to first token and decode throughput over the repeats, the "
+                   "throughput of the first and last window (a ratio near 1 is flat; a KV cache makes it fall), "
+                   "and memory after the last token.")
+    s.items += _described(d, pd.DataFrame(rows), keys)
     return s
 
 
 def _crosscheck(d: pd.DataFrame) -> Section:
     s = Section(SCENARIO_TITLES["crosscheck"])
     loop, generate, optimum = CROSSCHECK_TOOLS
-    keys = [c for c in ("model", "dtype", "device") if c in d.columns]
+    keys = series(d, axes=("metric", "tool"))
+    named = legend_columns(d, keys)
     rows, overheads = [], []
-    for key, g in d.groupby(keys, dropna=False, sort=True):
-        described = dict(zip(keys, key if isinstance(key, tuple) else (key,)))
+    for values, g in groups(d, keys):
+        name = label(values, named)
         compared = g["tool"].isin(CROSSCHECK_TOOLS) & (g["metric"] != "loop_drift")
         for metric in dict.fromkeys(g.loc[compared, "metric"]):
             m = g[g["metric"] == metric]
             unit = m["unit"].iloc[0]
-            row = {**described, "metric": f"{metric} ({unit})"}
+            row = {**key_cells(values), "metric": f"{metric} ({unit})"}
             for tool in CROSSCHECK_TOOLS:
                 values = m.loc[m["tool"] == tool, "value"]
                 row[tool] = fmt_value(values.median(), unit) if not values.empty else "—"
@@ -269,11 +372,11 @@ def _crosscheck(d: pd.DataFrame) -> Section:
             rows.append(row)
         drift = g.loc[g["metric"] == "loop_drift", "value"]
         if not drift.empty:
-            overheads.append(f"{described.get('model')}: the loop's decode throughput after the other tools ran / "
+            overheads.append(f"{name}: the loop's decode throughput after the other tools ran / "
                              f"before: {drift.iloc[0]:.2f} (the machine's own drift over the run).")
         extra = g[g["metric"] == "decode_overhead"].set_index("tool")["value"]
         if not extra.empty:
-            overheads.append(f"{described.get('model')}: transformers' generate() adds "
+            overheads.append(f"{name}: transformers' generate() adds "
                              f"{fmt_number(extra.get(f'{generate}-{loop}'))} ms/token over the loop (timed by "
                              f"ssm-bench), {fmt_number(extra.get(f'{optimum}-{loop}'))} ms/token as optimum-benchmark "
                              f"times it.")
@@ -282,7 +385,7 @@ def _crosscheck(d: pd.DataFrame) -> Section:
                    "token), transformers' generate() timed by ssm-bench, and optimum-benchmark's inference scenario. "
                    "Ratios are against optimum-benchmark; ✓ when within "
                    f"{fmt_number(100 * tolerance) if tolerance else '?'}%.")
-    s.items.append(pd.DataFrame(rows))
+    s.items += _described(d, pd.DataFrame(rows), keys)
     if overheads:
         s.items += ["How steady the machine was, and the decode time per token that generate() adds (its logits "
                     "processors, stopping criteria, output bookkeeping and attention masks): where the loop and "
@@ -292,74 +395,53 @@ def _crosscheck(d: pd.DataFrame) -> Section:
 
 def _implementation(d: pd.DataFrame) -> Section:
     s = Section(SCENARIO_TITLES["implementation"])
+    keys = series(d)
     s.items.append("Median of each metric per implementation and setting.")
-    s.items.append(metric_table(d, ["model", "impl"] + plots.IMPLEMENTATION_KEYS[1:]))
+    s.items += _described(d, metric_table(d, keys), keys)
     ratios = plots.implementation_ratios(d)
     if not ratios.empty and "ratio" in ratios:
-        cols = [c for c in ["model", "impl", "phase"] + plots.IMPLEMENTATION_KEYS[1:] if c in ratios]
-        t = ratios[cols + ["ratio"]].copy()
-        t["ratio"] = t["ratio"].map(lambda v: f"{v:.2f}×")
-        for col in ("batch_size", "prompt_len"):
-            if col in t:
-                t[col] = t[col].map(fmt_number)
-        s.items += [f"Speed ratios against {plots.REFERENCE_IMPL} (> 1: faster):", t]
+        cols = series(ratios, axes=("phase",))
+        t = pd.DataFrame([{**key_cells(dict(zip(cols, k))), "phase": phase, "ratio": f"{ratio:.2f}×"}
+                          for k, phase, ratio in zip(ratios[cols].itertuples(index=False), ratios["phase"],
+                                                     ratios["ratio"])])
+        s.items += [f"Speed ratios against {plots.REFERENCE_IMPL} (> 1: faster):", *_described(ratios, t, cols)]
     return s
 
 
 def _max_seq_len(d: pd.DataFrame) -> Section:
     s = Section(SCENARIO_TITLES["max_seq_len"])
     d = d[d["metric"] == "max_prompt_len"]
-    cols = [c for c in ["model", "prefill_mode", "hardware", "dtype", "batch_size", "verdict", "value",
-                        "budget_bytes", "limiting_factor", "slope"] if c in d.columns]
-    t = d[cols].sort_values([c for c in ("model", "prefill_mode") if c in cols]).copy()
-    t["value"] = [plots.format_tokens(v) if verdict != "weights_exceed_budget" else "—"
-                  for v, verdict in zip(t["value"], t.get("verdict", [None] * len(t)))]
-    if "budget_bytes" in t:
-        t["budget_bytes"] = t["budget_bytes"].map(fmt_bytes)
-    if "slope" in t:
-        t["slope"] = t["slope"].map(fmt_number)
-    t["batch_size"] = t["batch_size"].map(fmt_number) if "batch_size" in t else None
-    s.items.append(t.rename(columns={"value": "max prompt (tokens)", "budget_bytes": "budget",
-                                     "slope": "slope (bytes/token)"}))
+    keys = series(d)
+    rows = []
+    for values, g in groups(d, keys):
+        for _, r in g.iterrows():
+            verdict = r.get("verdict")
+            rows.append({**key_cells(values), "verdict": text(verdict),
+                         "max prompt (tokens)": "—" if verdict == "weights_exceed_budget" else
+                         plots.format_tokens(r["value"]),
+                         "budget": fmt_bytes(r.get("budget_bytes")), "limiting_factor": text(r.get("limiting_factor")),
+                         "slope (bytes/token)": fmt_number(r.get("slope"))})
+    s.items += _described(d, pd.DataFrame(rows).replace("", np.nan).dropna(axis=1, how="all"), keys)
     s.items.append("'unbounded': memory does not grow with the prompt (a fixed-size SSM state with sequential "
                    "prefill), so no prompt length exceeds the budget. 'weights_exceed_budget': the weights alone do "
-                   "not fit.")
+                   "not fit. The budget is that of the emulated hardware (budget_hardware) where the rows record it.")
     return s
 
 
 def _leaderboard(d: pd.DataFrame) -> Section:
     s = Section(SCENARIO_TITLES["leaderboard"])
     scores = plots.leaderboard_scores(d)
-    wide = scores.pivot_table(index=["model", "source"], columns="task", values="value").reset_index()
-    wide.columns.name = None
-    for col in wide.columns[2:]:
-        wide[col] = wide[col].map(lambda v: fmt_number(v, 3))
-    s.items += ["Normalized score per task (the task's own row, else the mean of its subtasks).", wide]
+    keys = [c for c in scores.columns if c not in ("task", "value")]
+    rows = [{**key_cells(values), **{task: fmt_value(v, "score") for task, v in zip(g["task"], g["value"])}}
+            for values, g in groups(scores, keys)]
+    s.items.append("Normalized score per task (the task's own row, else the mean of its subtasks).")
+    s.items += _described(d, pd.DataFrame(rows), keys)
     return s
 
 
 def _generic(d: pd.DataFrame) -> Section:
     s = Section("")
-    s.items.append("No dedicated section for this scenario; median of each metric per model.")
-    s.items.append(metric_table(d, ["model", "impl", "hardware", "dtype", "batch_size", "prompt_len"]))
+    keys = series(d)
+    s.items.append("No dedicated section for this scenario; median of each metric per model and settings.")
+    s.items += _described(d, metric_table(d, keys), keys)
     return s
-
-
-# --- problems --------------------------------------------------------------------------
-
-def _failures(failed: pd.DataFrame) -> Section:
-    cols = [c for c in ("run_dir", "scenario", "model", "impl", "metric", "error") if c in failed.columns]
-    t = failed[cols].copy()
-    t["run_dir"] = t["run_dir"].map(short_path)
-    return Section("Failed measurements", ["Rows with status 'failed' (left out of tables and plots):", t])
-
-
-def _skipped(c: Collection) -> Section:
-    s = Section("Skipped runs")
-    if not c.skipped:
-        s.items.append("None: every run directory found was read.")
-        return s
-    s.items.append(f"{len(c.skipped)} run directories could not be used and are left out of everything above:")
-    s.items.append(pd.DataFrame([{"run": short_path(k.path), "reason": k.reason} for k in c.skipped]))
-    return s
-

@@ -7,6 +7,7 @@ pipe table otherwise, so the report never needs it.
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 import pandas as pd
 
@@ -25,11 +26,11 @@ def fmt_bytes(n) -> str:
 
 
 def fmt_number(x, digits: int = 3) -> str:
-    """Significant digits for ordinary values, 'inf'/'' for the special ones."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    """Significant digits for ordinary values; '' for a missing one, 'inf'/'-inf' for infinities."""
+    if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
         return ""
     if isinstance(x, float) and math.isinf(x):
-        return "∞"
+        return str(x)
     if isinstance(x, (int, float)):
         if float(x).is_integer() and abs(x) < 1e15:
             return f"{int(x):,}"
@@ -37,12 +38,39 @@ def fmt_number(x, digits: int = 3) -> str:
     return str(x)
 
 
+def parse_time(value) -> datetime | None:
+    """meta.json and job.json times: epoch seconds or ISO 8601 text."""
+    try:
+        return datetime.fromtimestamp(float(value)) if isinstance(value, (int, float)) \
+            else datetime.fromisoformat(str(value))
+    except (ValueError, TypeError, OverflowError, OSError):
+        return None
+
+
+def fmt_time(value) -> str:
+    """'2025-01-01 12:05', or the value as written when it is not a time."""
+    t = parse_time(value)
+    return f"{t:%Y-%m-%d %H:%M}" if t else ("" if value is None else str(value))
+
+
 def fmt_value(value, unit: str) -> str:
+    """A measured value: NaN and inf are printed as such ('nan', 'inf'), never as a blank."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
     return fmt_bytes(value) if unit == "bytes" else fmt_number(value)
 
 
+def fmt_count(n: float) -> str:
+    """4_200_000 -> '4.2M', 7.27e9 -> '7.27B': parameter counts in labels."""
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{suffix}"
+    return f"{n:.0f}"
+
+
 def to_markdown(df: pd.DataFrame) -> str:
-    text = df.astype(str).replace({"nan": "", "None": "", "<NA>": ""})
+    """Missing cells blank; cells that read 'nan' (a measured NaN, formatted) stay."""
+    text = df.astype(object).where(df.notna(), "").astype(str)
     try:
         return text.to_markdown(index=False)
     except ImportError:  # no tabulate: a plain pipe table
