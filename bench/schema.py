@@ -23,8 +23,9 @@ SOURCES = ("measured", "simulated", "published")
 #   failed   no measurement: an exception, an OOM, a bad config, a killed process
 STATUSES = ("ok", "flagged", "invalid", "failed")
 MEASURED = ("ok", "flagged")  # statuses that carry a number (flagged ones with their caveat)
-# A job directory's state (the report's run table); "incomplete": started, never finished.
-RUN_STATES = ("finished", "incomplete")
+# A job's state beyond its rows' statuses (the report counts them): stale (made from another
+# config or code), incomplete (a staging directory whose process is gone), skipped (unreadable).
+JOB_STATES = ("stale", "incomplete", "skipped")
 
 # The settings a figure depends on. The report never pools rows that differ in any of these
 # that are present: each distinct combination is its own line, row or bar.

@@ -32,7 +32,7 @@ import yaml
 from bench import jobdir
 from bench.report.tables import fmt_time
 from bench.report.validate import validate
-from bench.schema import COLUMNS, STATUSES
+from bench.schema import COLUMNS, JOB_STATES, STATUSES
 
 try:  # the runner's check that a run still matches the code and config
     from bench.fingerprint import staleness
@@ -44,8 +44,6 @@ MARKERS = RESULT_FILES + ("config.yaml", "meta.json")
 STAGING = re.compile(rf"^\.(?P<name>.+){re.escape(jobdir.STAGING)}[^.]+$")  # bench/jobdir.py's naming
 # Columns the report adds to every row, from the run's directory, meta.json and config.yaml.
 RUN_INFO_COLUMNS = ["run_dir", "git_sha", "weights", "bandwidth_gbps", "stale"]
-# A job's state in the report: its worst row's status (STATUSES runs from best to worst), or one of these.
-JOB_STATES = ("stale", "incomplete", "skipped")
 
 
 @dataclass
