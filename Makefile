@@ -36,9 +36,9 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q
 
 # The main job: tiny in-repo Mamba, Llama and Mistral generating on the CPU (experiment=smoke).
+# The report is written even when a job failed (it lists why); the target then fails.
 bench: $(STAMP)
-	$(PY) -m bench
-	$(PY) -m bench.report
+	$(PY) -m bench; status=$$?; $(PY) -m bench.report && exit $$status
 
 # Max prompt length of the tiny models under a small budget, measured and simulated (CPU).
 bench-memory: $(STAMP)

@@ -44,6 +44,7 @@ def main(cfg: DictConfig):
     except (ConfigError, ValueError) as e:  # every __post_init__ names its field
         print(f"ssm-bench: config error: {e}", file=sys.stderr)
         if hydra_cfg.mode == RunMode.RUN:
+            _remove_if_empty(run_dir)  # Hydra made it; nothing ran
             sys.exit(2)
         validated, error = cfg, e  # a sweep goes on: this job is a failure row
     log.info("%s | %s | %s | %s -> %s", cfg.scenario.name, cfg.model.name, cfg.dtype, cfg.hardware.name, run_dir)
@@ -59,6 +60,13 @@ def main(cfg: DictConfig):
         status = worst_status(table)
         reasons = table["reason"].dropna()
         outcomes.record(run_dir, status, reasons.iloc[0] if len(reasons) else None, allowed=cfg.allow_failures)
+
+
+def _remove_if_empty(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

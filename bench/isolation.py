@@ -118,6 +118,10 @@ def main(job_file: str) -> None:
 
     job_file = Path(job_file)
     cfg, out_dir = pickle.loads(job_file.read_bytes())
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s",
+                        handlers=[logging.StreamHandler(sys.stdout), logging.FileHandler(Path(out_dir) / "job.log")])
     try:
         rows = measure(cfg, Path(out_dir))
     except Exception as e:  # noqa: BLE001 — the failure is the result

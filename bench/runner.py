@@ -77,7 +77,8 @@ def run_job(cfg, run_dir: Path, overrides: list[str] | None = None, config_error
             return None
         staging = jobdir.start(run_dir, overrides or [])
         try:
-            return _run_in(staging, cfg, run_dir, fp, held, config_error)
+            with _job_log(staging / "job.log"):
+                return _run_in(staging, cfg, run_dir, fp, held, config_error)
         except BaseException:
             jobdir.discard(staging)
             raise
@@ -257,6 +258,19 @@ def _flag(table: pd.DataFrame, cfg, load: dict, held_lock: bool) -> None:
     hit = (table["status"] == "ok") & (table.get("source", "measured") == "measured")
     table.loc[hit, "status"] = "flagged"
     table.loc[hit, "reason"] = "; ".join(reasons)
+
+
+@contextmanager
+def _job_log(path: Path):
+    """The job's log lines, in its own directory."""
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    logging.getLogger().addHandler(handler)
+    try:
+        yield
+    finally:
+        logging.getLogger().removeHandler(handler)
+        handler.close()
 
 
 @contextmanager
