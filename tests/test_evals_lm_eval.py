@@ -125,3 +125,16 @@ def test_v2_rules_name_real_lm_eval_tasks():
     for rule in V2_RULES.values():
         assert rule.group in names
         assert {task for task, _ in rule.subtasks.values()} <= names
+
+
+def test_an_empty_task_file_is_named(tmp_path):
+    import shutil
+
+    from bench.evals.local_tasks import TASKS_DIR, data_file, write_lm_eval_tasks
+
+    data = tmp_path / "data"
+    shutil.copytree(TASKS_DIR, data)
+    empty = data_file("ssmb_compare", "test", data)
+    empty.write_text("")
+    with pytest.raises(ValueError, match=f"{empty}: task data file is empty"):
+        write_lm_eval_tasks(tmp_path / "tasks", data)

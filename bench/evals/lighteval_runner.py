@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.evals.local_tasks import FEWSHOT, LOCAL_RULES, SPLITS, data_file
+from bench.evals.local_tasks import FEWSHOT, LOCAL_RULES, SPLITS, data_file, require_data_file
 from bench.evals.normalization import Rule
 from bench.evals.rows import rows_from_metrics
 
@@ -81,9 +81,8 @@ def _layout_data(suite: str, data_dir: Path, v1_data_dir: str | Path | None) -> 
                                 f"for {sorted(V1_RULES)}, exported from the hub datasets on a machine with network")
     for task in V1_RULES:
         source = Path(v1_data_dir) / task
-        if not (source / "test.jsonl").is_file():
-            raise FileNotFoundError(f"{source / 'test.jsonl'}: v1 task {task!r} data missing (export the hub "
-                                    "dataset's test split to JSONL, and train split for few-shot examples)")
+        require_data_file(source / "test.jsonl", f"export v1 task {task!r}'s hub test split to JSONL (and its "
+                          "train split for few-shot examples)")
         shutil.copytree(source, data_dir / task, dirs_exist_ok=True)
     return V1_RULES
 

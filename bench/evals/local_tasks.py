@@ -159,6 +159,14 @@ metric_list:
 _YAML["ssmb_arithmetic"] = _YAML["ssmb_compare"].replace("ssmb_compare", "ssmb_arithmetic")
 
 
+def require_data_file(path: Path, remedy: str) -> None:
+    """A task's JSONL file must exist and hold rows: an empty one would score nothing, silently."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: task data missing; {remedy}")
+    if not path.read_text().strip():
+        raise ValueError(f"{path}: task data file is empty (0 rows); {remedy}")
+
+
 def write_lm_eval_tasks(out_dir: str | Path, data_root: Path = TASKS_DIR) -> Path:
     """Render the YAML task files into out_dir (absolute data paths); returns the include_path."""
     out_dir = Path(out_dir)
@@ -166,8 +174,7 @@ def write_lm_eval_tasks(out_dir: str | Path, data_root: Path = TASKS_DIR) -> Pat
     for task, body in _YAML.items():
         paths = {s: data_file(task, s, data_root).resolve() for s in SPLITS}
         for p in paths.values():
-            if not p.is_file():
-                raise FileNotFoundError(f"{p}: local task data missing; run `python -m bench.evals.local_tasks`")
+            require_data_file(p, "run `python -m bench.evals.local_tasks`")
         (out_dir / f"{task}.yaml").write_text(body.format() + _COMMON.format(fewshot=FEWSHOT[task], **paths))
     return out_dir
 
