@@ -131,27 +131,10 @@ class Backend(ABC):
     # ------------------------------------------------------------------ validity
 
     def state_tensors(self, state: Any) -> list[Tensor]:
-        """The tensors of an inference state. Default: found by walking its attributes, since
-        transformers' cache classes differ by model and version."""
-        found: dict[int, Tensor] = {}
+        """The tensors of an inference state (bench.memory.trackers.tensors_in walks any cache)."""
+        from bench.memory.trackers import tensors_in
 
-        def visit(o, depth=0):
-            if isinstance(o, Tensor):
-                found[id(o)] = o
-            elif depth > 6 or o is None or isinstance(o, (str, bytes, int, float, type, torch.nn.Module)):
-                return
-            elif isinstance(o, (list, tuple, set)):
-                for v in o:
-                    visit(v, depth + 1)
-            elif isinstance(o, dict):
-                for v in o.values():
-                    visit(v, depth + 1)
-            elif hasattr(o, "__dict__"):
-                for v in vars(o).values():
-                    visit(v, depth + 1)
-
-        visit(state)
-        return list(found.values())
+        return tensors_in(state)
 
     def check_outputs(self, logits: Tensor, state: Any = None, where: str = "forward") -> None:
         """Raise InvalidOutput if the logits or any tensor of the inference state hold NaN or inf.

@@ -281,18 +281,15 @@ def is_fake(t: torch.Tensor) -> bool:
     return isinstance(t, FakeTensor)
 
 
-def storage_nbytes(obj) -> int:
-    """Bytes of the distinct tensor storages reachable from obj (a cache object, list, dict, ...).
-    Real storages are told apart by address (two views of one storage count once); fake and meta
-    ones, which have none, by identity (the storage objects are kept alive so no id is reused)."""
-    seen: dict[object, tuple] = {}
+def tensors_in(obj, max_depth: int = 8) -> list[torch.Tensor]:
+    """The distinct tensors reachable from obj through lists, dicts and attributes: the way into a
+    cache object, whose class differs by model and transformers version."""
+    found: dict[int, torch.Tensor] = {}
 
     def visit(o, depth=0):
         if isinstance(o, torch.Tensor):
-            st = o.untyped_storage()
-            real = not is_fake(o) and o.device.type != "meta"
-            seen[("ptr", st.data_ptr(), o.device) if real else ("id", id(st))] = (st, st.nbytes())
-        elif depth > 8 or isinstance(o, (str, bytes, int, float, type, torch.nn.Module)) or o is None:
+            found[id(o)] = o
+        elif depth > max_depth or isinstance(o, (str, bytes, int, float, type, torch.nn.Module)) or o is None:
             return
         elif isinstance(o, (list, tuple, set)):
             for v in o:
@@ -305,4 +302,16 @@ def storage_nbytes(obj) -> int:
                 visit(v, depth + 1)
 
     visit(obj)
+    return list(found.values())
+
+
+def storage_nbytes(obj) -> int:
+    """Bytes of the distinct tensor storages reachable from obj (a cache object, list, dict, ...).
+    Real storages are told apart by address (two views of one storage count once); fake and meta
+    ones, which have none, by identity (the storage objects are kept alive so no id is reused)."""
+    seen: dict[object, tuple] = {}
+    for t in tensors_in(obj):
+        st = t.untyped_storage()
+        real = not is_fake(t) and t.device.type != "meta"
+        seen[("ptr", st.data_ptr(), t.device) if real else ("id", id(st))] = (st, st.nbytes())
     return sum(nbytes for _, nbytes in seen.values())
