@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 SWEEP = ["model=dummy", "model.arch=ssm,transformer", "scenario.new_tokens=300,600", "scenario.window=50",
          "scenario.repeats=1", "scenario.warmup_tokens=2", "scenario.progress=false", "allow_failures=true"]
 TRIALS = int(os.environ.get("FAULT_TRIALS", "20"))
-TALLY = {"trials": 0, "faults survived": 0, "results lost": 0}
+TALLY = {"trials": 0, "faults survived": 0, "kills while a child measured": 0, "results lost": 0}
 
 
 def start(root: Path, *extra: str) -> subprocess.Popen:
@@ -104,6 +104,7 @@ def test_random_kills_of_harness_and_child(tmp_path):
             time.sleep(0.1)
         target = rng.choice(["parent-9", "parent-15", "child-9"])
         if proc.poll() is None:
+            TALLY["kills while a child measured"] += bool(descendants(proc))
             if target == "child-9" and descendants(proc):
                 descendants(proc)[0].kill()
             else:
