@@ -36,7 +36,9 @@ class SweepPrecheck(Callback):
         if "BasicSweeper" not in str(OmegaConf.select(config, "hydra.sweeper._target_")):
             return  # other sweepers choose their jobs as they go
         hydra = GlobalHydra.instance().hydra
-        jobs = expand(OmegaConf.to_container(config.hydra.overrides.task))
+        # As the basic sweeper does: the experiment's hydra.sweeper.params, then the command line.
+        params = OmegaConf.to_container(config.hydra.sweeper.get("params") or {})
+        jobs = expand([f"{k}={v}" for k, v in params.items()] + OmegaConf.to_container(config.hydra.overrides.task))
         bad = []
         for i, job in enumerate(jobs):
             try:
