@@ -414,3 +414,35 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
     assert image.shape[:2] == (4000, 1280)
     # Not a blank page: text and pictures make many distinct colors and a spread of brightness.
     assert image[..., :3].std() > 0.05
+
+
+@pytest.mark.parametrize("where", ["results", "parent", "file", "foreign"])
+def test_out_that_is_not_a_report_is_refused_and_left_untouched(tmp_path, where):
+    """The report replaces --out whole: it must never be the results, hold them, or be anything
+    the report did not write."""
+    from bench.report.__main__ import main as report_main
+
+    results = tmp_path / "results"
+    run = results / "run"
+    run.mkdir(parents=True)
+    (run / "results.csv").write_text("keep me")
+    out = {"results": results, "parent": tmp_path, "file": tmp_path / "afile",
+           "foreign": tmp_path / "mine"}[where]
+    if where == "file":
+        out.write_text("a file")
+    if where == "foreign":
+        out.mkdir()
+        (out / "notes.txt").write_text("mine")
+    before = sorted((p, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file())
+    assert report_main([str(results), "--out", str(out)]) == 2
+    assert sorted((p, p.read_bytes()) for p in tmp_path.rglob("*") if p.is_file()) == before
+
+
+def test_a_report_directory_is_replaced_by_the_next_report(tmp_path):
+    from bench.report.__main__ import main as report_main
+
+    results = tmp_path / "results"
+    results.mkdir()
+    out = tmp_path / "report"
+    assert report_main([str(results), "--out", str(out)]) == 0
+    assert report_main([str(results), "--out", str(out)]) == 0  # its own marker: replaced

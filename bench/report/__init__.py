@@ -28,8 +28,30 @@ DEFAULT_ROOTS = [Path("results/runs"), Path("results/multirun")]
 DEFAULT_OUT = Path("results/report")
 
 
+MARKER = ".ssm-bench-report"  # in every report directory: the only kind --out may replace
+
+
 class RootNotFound(FileNotFoundError):
     """A results directory that does not exist: a typo must not read as 'no results'."""
+
+
+class UnsafeOut(ValueError):
+    """--out names something the report must not replace: results, or files it did not write."""
+
+
+def check_out(out: Path, roots: list[Path]) -> None:
+    """The report replaces --out whole, so --out must be a report it wrote before (or empty, or
+    new), and must neither be nor contain a results directory."""
+    resolved = out.resolve()
+    for root in roots:
+        r = Path(root).resolve()
+        if r == resolved or resolved in r.parents:
+            raise UnsafeOut(f"--out {out}: holds the results directory {root}; choose a directory of its own")
+    if out.exists() and not out.is_dir():
+        raise UnsafeOut(f"--out {out}: is a file, not a report directory")
+    if out.is_dir() and any(out.iterdir()) and not _is_report(out):
+        raise UnsafeOut(f"--out {out}: not empty and not a report written by ssm-bench (no {MARKER}); "
+                        "it would be replaced whole, so choose a new or empty directory")
 
 
 @dataclass
@@ -58,9 +80,11 @@ def write_report(roots: list[Path] | None = None, out: Path = DEFAULT_OUT) -> Re
     replacing what was there only once the new one is complete."""
     roots = results_roots(roots)
     out = Path(out)
+    check_out(out, roots)
     collection = load(roots, exclude=out)
     table = collection.table()
     with _replacing(out) as new:
+        (new / MARKER).write_text("written by python -m bench.report; the next report replaces this directory whole\n")
         table.to_csv(new / "all_results.csv", index=False)
         table.to_parquet(new / "all_results.parquet", index=False)
         figures, figure_notes = plots.draw_all(table, new / "plots")
@@ -68,6 +92,15 @@ def write_report(roots: list[Path] | None = None, out: Path = DEFAULT_OUT) -> Re
         (new / "report.md").write_text(render.markdown(report_sections))
         (new / "report.html").write_text(render.html_page(report_sections, new / "plots"))
     return Report(out, collection, figures)
+
+
+def _is_report(path: Path) -> bool:
+    """Written by this report: its marker, or (reports from before the marker) report.md with no
+    run's results anywhere below."""
+    if (path / MARKER).is_file():
+        return True
+    return (path / "report.md").is_file() and not any(path.rglob("results.parquet")) \
+        and not any(path.rglob("results.csv"))
 
 
 @contextmanager

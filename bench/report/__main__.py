@@ -14,7 +14,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display needed, none opened
 
-from bench.report import DEFAULT_OUT, RootNotFound, write_report  # noqa: E402
+from bench.report import DEFAULT_OUT, RootNotFound, UnsafeOut, write_report  # noqa: E402
 from bench.report.sections import job_summary  # noqa: E402
 
 # The job states that --strict refuses.
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         report = write_report(args.roots or None, args.out)
-    except RootNotFound as e:
+    except (RootNotFound, UnsafeOut) as e:
         print(f"python -m bench.report: {e}", file=sys.stderr)
         return 2
     c = report.collection
