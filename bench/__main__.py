@@ -24,18 +24,19 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from bench import outcomes  # noqa: E402
+from bench import invocation  # noqa: E402
 from bench.config import ConfigError, register_configs  # noqa: E402  (ConfigError is a ValueError)
 
 log = logging.getLogger("bench")
 register_configs()
-outcomes.begin()  # the top-level process: jobs (in any launcher's processes) report here
+invocation.begin()  # the top-level process: jobs (in any launcher's processes) report to it
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig):
     from bench.runner import Interrupted, run_job
 
+    invocation.watch_top()  # in a launcher's worker: die with the harness
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
     overrides = list(hydra_cfg.overrides.task)
@@ -51,15 +52,22 @@ def main(cfg: DictConfig):
     try:
         table = run_job(validated, run_dir, overrides, config_error=error)
     except Interrupted as e:
-        outcomes.record(run_dir, "failed", str(e), allowed=False)
+        invocation.record(cfg.results_dir, run_dir, "failed", str(e), allowed=False)
         log.error("%s; job marked in %s", e, run_dir)
+        _remove_if_empty(run_dir)  # stopped while waiting for the lock: nothing ran
         sys.exit(128 + e.signum)
+    except OSError as e:  # e.g. a full disk: the previous results stay, the sweep goes on
+        log.error("job could not write its results (%s); %s keeps what it held before", e, run_dir)
+        invocation.record(cfg.results_dir, run_dir, "failed", f"{type(e).__name__}: {e}", allowed=False)
+        _remove_if_empty(run_dir)
+        return
     if table is not None:
         from bench.runner import worst_status
 
         status = worst_status(table)
         reasons = table["reason"].dropna()
-        outcomes.record(run_dir, status, reasons.iloc[0] if len(reasons) else None, allowed=cfg.allow_failures)
+        invocation.record(cfg.results_dir, run_dir, status, reasons.iloc[0] if len(reasons) else None,
+                          allowed=cfg.allow_failures)
 
 
 def _remove_if_empty(path: str) -> None:
@@ -70,5 +78,8 @@ def _remove_if_empty(path: str) -> None:
 
 
 if __name__ == "__main__":
-    main()
-    sys.exit(outcomes.finish())
+    try:
+        main()
+    finally:
+        code = invocation.finish()
+    sys.exit(code)

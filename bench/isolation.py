@@ -103,8 +103,12 @@ def _die_with_parent() -> None:
 
 
 def _watch_parent(parent: int) -> None:
-    """Everywhere (and in case the parent died before prctl): exit once the parent is gone."""
-    while os.getppid() == parent:
+    """Everywhere (and in case the parent died before prctl): exit once the parent, or the
+    top-level harness that started the sweep, is gone."""
+    from bench import invocation
+
+    top = invocation.top_here()
+    while os.getppid() == parent and (top is None or invocation.alive(top)):
         time.sleep(0.5)
     os.killpg(0, signal.SIGKILL)  # this process and anything it started
 

@@ -18,6 +18,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
+from bench import invocation
+
 log = logging.getLogger("bench")
 
 
@@ -47,6 +49,7 @@ class SweepPrecheck(Callback):
                 print(f"ssm-bench: job {i} ({' '.join(job)}) does not compose: {str(e).splitlines()[0]}",
                       file=sys.stderr)
                 sys.exit(2)
+            invocation.expect(composed.results_dir)  # where this job will say how it ended
             OmegaConf.set_struct(composed, False)
             composed.pop("hydra", None)
             try:

@@ -71,7 +71,7 @@ def run_job(cfg, run_dir: Path, overrides: list[str] | None = None, config_error
         return None
     simulated_only = cfg.scenario.name == "max_seq_len" and cfg.scenario.measure == "simulate"
     lock = nullcontext(True) if config_error or simulated_only else measurement_lock(Path(cfg.results_dir), cfg.lock)
-    with lock as held:
+    with _signals_raise(), lock as held:  # a signal while waiting for the lock stops cleanly too
         if cfg.skip_existing and fp and previous(run_dir, fp) == "current":  # another sweep just made it
             log.info("skipping %s: made while this job waited for the lock", run_dir)
             return None
@@ -90,10 +90,9 @@ def _run_in(staging: Path, cfg, run_dir: Path, fp, held: bool, config_error) -> 
     meter = LoadMeter()
     interrupted = None
     try:
-        with _signals_raise():
-            if config_error is not None:
-                raise config_error
-            rows = _measure_guarded(cfg, staging)
+        if config_error is not None:
+            raise config_error
+        rows = _measure_guarded(cfg, staging)
     except Interrupted as e:
         interrupted, rows = e, [failure_row(e)]
     except Exception as e:  # noqa: BLE001 — any failure becomes a result row

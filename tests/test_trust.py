@@ -280,3 +280,23 @@ def test_rounds_interleave_the_models_of_a_sweep():
     jobs = expand(["round=0,1", "model=tiny_mamba,tiny_llama"])
     assert [j[1].split("=")[1][5:] + j[0][-1] for j in jobs] == ["mamba0", "llama0", "mamba1", "llama1"]
     assert dummy("round=1").round == 1
+
+
+def test_killing_a_parallel_sweep_kills_its_workers_and_their_children(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    proc = bench(tmp_path, "-m", "hydra/launcher=joblib_local", "model=dummy", "scenario.new_tokens=20000000,20000001",
+                 "scenario.window=1000", "scenario.repeats=1", "scenario.progress=false", "memory_guard=false",
+                 wait=False)
+    deadline, measuring = time.time() + 120, []
+    while time.time() < deadline and not measuring:  # one measures; the other worker waits for the lock
+        family = psutil.Process(proc.pid).children(recursive=True)
+        measuring = [p for p in family if "bench.isolation" in " ".join(p.cmdline())]
+        time.sleep(0.3)
+    assert measuring, proc.stdout.read()[-2000:] if proc.poll() is not None else "no measuring child"
+    time.sleep(1)
+    family = psutil.Process(proc.pid).children(recursive=True)  # loky workers and their children
+    proc.kill()
+    proc.wait(timeout=30)
+    for p in family:
+        assert _gone(p, within=15), f"{p.pid} outlived the harness"
+    assert not list(tmp_path.glob("multirun/smoke/*/results.parquet"))  # nothing written after the kill
