@@ -300,3 +300,40 @@ def test_killing_a_parallel_sweep_kills_its_workers_and_their_children(tmp_path)
     for p in family:
         assert _gone(p, within=15), f"{p.pid} outlived the harness"
     assert not list(tmp_path.glob("multirun/smoke/*/results.parquet"))  # nothing written after the kill
+
+
+# --- 1. NaN hidden where the short probe does not look -----------------------------------------
+
+@pytest.fixture
+def hidden_nan_mamba(tmp_path):
+    """A tiny Mamba checkpoint whose embedding rows are NaN except the tokens the probe feeds."""
+    from bench.backends.base import PROBE_TOKENS
+    from bench.evals.local_tasks import local_tokenizer
+    from models.hf import to_hf
+    from models.mamba import MambaConfig, MambaLM
+
+    torch.manual_seed(0)
+    model = MambaLM(MambaConfig(vocab_size=512, tie_word_embeddings=False))  # else the head shows the NaN rows
+    probe = torch.randint(0, 512, (1, PROBE_TOKENS), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        used = set(probe[0].tolist()) | {int(model(probe)[0, -1].argmax())}
+        hidden = torch.ones(512, dtype=torch.bool)
+        hidden[list(used)] = False
+        model.backbone.embeddings.weight[hidden] = float("nan")
+    path = tmp_path / "ckpt"
+    to_hf(model).save_pretrained(path)
+    local_tokenizer().save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize("scenario", [
+    ["scenario=leaderboard", "scenario.limit=2", "scenario.tasks=[compare]"],
+    ["scenario=implementation", "scenario.prompt_len=64", "scenario.memory_prompt_len=64", "scenario.decode_tokens=4",
+     "scenario.repeats=1", "scenario.warmup=0"],
+])
+def test_nan_hidden_from_the_probe_is_still_invalid(hidden_nan_mamba, tmp_path, scenario):
+    cfg = load(["model=tiny_mamba", "model.vocab_size=512", "model.weights=pretrained", f"model.path={hidden_nan_mamba}",
+                "isolate=false", f"results_dir={tmp_path}", *scenario])
+    table = runner.run_job(cfg, tmp_path / "run")
+    assert table["status"].tolist() == ["invalid"], table[["metric", "status", "value"]]
+    assert "non-finite" in table["reason"].iloc[0], table["reason"].iloc[0]

@@ -162,6 +162,15 @@ class Backend(ABC):
         logits = self.step(logits.argmax(-1), state)
         self.check_outputs(logits, state, where="step")
 
+    def probe_tokens(self, token_ids: Tensor, chunk: int = 4096) -> None:
+        """Feed these token ids once each (one sequence per chunk) and check the last logits and
+        the state: a non-finite value anywhere in a sequence reaches both, so an embedding row
+        that the short probe never read (a token an eval will feed) cannot hide."""
+        for start in range(0, token_ids.numel(), chunk):
+            ids = token_ids[start:start + chunk].reshape(1, -1).to(self.device)
+            logits, state = self.prefill(ids)
+            self.check_outputs(logits, state, where=f"a prefill of token ids {start}..{start + ids.shape[1] - 1}")
+
 
 def _percent(share: float) -> str:
     return f"{share:.0%}" if share >= 0.01 else "<1%"

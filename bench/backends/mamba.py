@@ -39,8 +39,8 @@ class MambaBackend(Backend):
     def state_nbytes(self, state: MambaCache) -> int:
         return state.nbytes
 
-    def state_tensors(self, state: MambaCache) -> list:
-        return [state.conv, state.ssm]
+    def state_tensors(self, state: MambaCache | None) -> list:
+        return [] if state is None else [state.conv, state.ssm]
 
     def resize_vocab(self, vocab_size: int) -> None:
         self.model.resize_token_embeddings(vocab_size)

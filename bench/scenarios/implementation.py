@@ -42,12 +42,17 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
     diff_ids = prompt[:, :64]
     with torch.inference_mode():
         ours, theirs = backend.model(diff_ids), reference.model(diff_ids, use_cache=False).logits
+    backend.check_outputs(ours, where="the in-repo model's agreement check")
+    backend.check_outputs(theirs, where="transformers' agreement check")
     max_diff = (ours.float() - theirs.float()).abs().max().item()
     rows.append({"metric": "max_logit_diff", "value": max_diff, "unit": "logit", "impl": "ssm_bench",
                  "step": diff_ids.shape[1], "prompt_len": diff_ids.shape[1],
                  "logit_scale": theirs.float().abs().max().item()})
 
     for impl, which in (("ssm_bench", backend), ("transformers", reference)):
+        logits, state = which.prefill(prompt)  # the timed prompt gives finite outputs (checked untimed)
+        backend.check_outputs(logits, state, where=f"{impl}'s prefill of the timed prompt")
+        del logits, state
         prefill = _median_rate(lambda: which.prefill(prompt, logits_to_keep=0), sc.prompt_len * sc.batch_size,
                                sc.warmup, sc.repeats, backend.device)
         decode = _median_rate(lambda: _decode(which, prompt[:, :1], sc.decode_tokens), sc.decode_tokens * sc.batch_size,

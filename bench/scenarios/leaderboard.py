@@ -20,6 +20,9 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
     vocab = backend.vocab_size()
     if len(tokenizer) > vocab:
         raise ValueError(f"model.vocab_size: the tokenizer has {len(tokenizer)} tokens, the model only {vocab}")
+    import torch
+
+    backend.probe_tokens(torch.arange(len(tokenizer)))  # every token the evals can feed gives finite logits
     rows = run_leaderboard(backend.model, tokenizer, backend.arch, suite=sc.suite, harness=sc.harness,
                            out_dir=Path(out_dir or cfg.results_dir) / "evals", limit=sc.limit, batch_size=sc.batch_size,
                            bootstrap_iters=sc.bootstrap_iters, seed=sc.seed, v1_data_dir=sc.v1_data_dir,
