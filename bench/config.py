@@ -65,6 +65,9 @@ class ModelConfig:
         _positive("model.vocab_size", self.vocab_size)
         if self.weights == "pretrained" and not self.path:
             raise ConfigError("model.path: required when model.weights=pretrained (a local HF-format directory)")
+        if self.weights == "random" and self.path:
+            raise ConfigError(f"model.path: {self.path!r} would be ignored with model.weights=random; "
+                              "add model.weights=pretrained to load it")
         if self.impl == "ssm_bench" and self.family not in ("mamba", "falcon_mamba"):
             raise ConfigError(f"model.impl: ssm_bench runs Mamba families only, not {self.family!r}")
         if (self.impl == "dummy") != (self.family == "dummy"):

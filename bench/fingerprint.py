@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import subprocess
+from pathlib import Path
 
 from omegaconf import OmegaConf
 
@@ -34,7 +35,21 @@ def measured_config(cfg) -> dict:
         data.pop(key, None)
     for key in NOT_MEASURED_SCENARIO:
         data.get("scenario", {}).pop(key, None)
+    path = (data.get("model") or {}).get("path")
+    if path:  # the same path may hold other weights tomorrow
+        data["model"]["checkpoint_identity"] = checkpoint_identity(path)
     return data
+
+
+def checkpoint_identity(path: str) -> str | None:
+    """A hash of a model directory's files (name, size, modification time): cheap, and it changes
+    when the weights are replaced. None when the directory is not there."""
+    root = Path(path)
+    if not root.is_dir():
+        return None
+    entries = sorted((str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns)
+                     for p in root.rglob("*") if p.is_file() and not p.name.startswith("."))
+    return _digest(json.dumps(entries))
 
 
 def config_hash(cfg) -> str:

@@ -337,3 +337,13 @@ def test_nan_hidden_from_the_probe_is_still_invalid(hidden_nan_mamba, tmp_path, 
     table = runner.run_job(cfg, tmp_path / "run")
     assert table["status"].tolist() == ["invalid"], table[["metric", "status", "value"]]
     assert "non-finite" in table["reason"].iloc[0], table["reason"].iloc[0]
+
+
+def test_new_weights_under_the_same_path_are_not_current(tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "model.safetensors").write_bytes(b"first weights")
+    cfg = load(["model=tiny_mamba", "model.weights=pretrained", f"model.path={ckpt}"])
+    before = config_hash(cfg)
+    (ckpt / "model.safetensors").write_bytes(b"other weights, other size")
+    assert config_hash(cfg) != before
