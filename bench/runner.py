@@ -78,13 +78,13 @@ def run_job(cfg, run_dir: Path, overrides: list[str] | None = None, config_error
         staging = jobdir.start(run_dir, overrides or [])
         try:
             with _job_log(staging / "job.log"):
-                return _run_in(staging, cfg, run_dir, fp, held, config_error)
+                return _run_in(staging, cfg, run_dir, fp, held, config_error, overrides)
         except BaseException:
             jobdir.discard(staging)
             raise
 
 
-def _run_in(staging: Path, cfg, run_dir: Path, fp, held: bool, config_error) -> pd.DataFrame:
+def _run_in(staging: Path, cfg, run_dir: Path, fp, held: bool, config_error, overrides) -> pd.DataFrame:
     run_id = uuid.uuid4().hex[:12]
     started = time.time()
     meter = LoadMeter()
@@ -103,8 +103,8 @@ def _run_in(staging: Path, cfg, run_dir: Path, fp, held: bool, config_error) -> 
     if status == "failed":
         log.error("job failed: %s", table["reason"].dropna().iloc[0])
     meta = {"run_id": run_id, **environment(), "seed": cfg.seed, "start_time": started, "end_time": time.time(),
-            "status": status, "fingerprint": fp, "overrides": json.loads(
-                (staging / jobdir.JOB_FILE).read_text())["overrides"], **load}
+            # overrides: None when called from Python (no command line to recompose the config from)
+            "status": status, "fingerprint": fp, "overrides": overrides, **load}
     _write(staging, cfg, meta, table)
     if status == "failed" and previous(run_dir) in ("current", "stale"):
         log.error("keeping the previous good results in %s; this attempt failed", run_dir)
@@ -227,7 +227,9 @@ def to_table(rows: list[dict], cfg, run_id: str, load: dict | None = None, held_
     run_columns = {"run_id": run_id, "scenario": cfg.scenario.name, "model": cfg.model.name,
                    "arch": cfg.model.arch, "impl": cfg.model.impl, "dtype": cfg.dtype,
                    "hardware": cfg.hardware.name, "batch_size": getattr(cfg.scenario, "batch_size", 1),
-                   "vocab_size": cfg.model.vocab_size, "weights": cfg.model.weights, "experiment": cfg.experiment}
+                   "vocab_size": cfg.model.vocab_size, "weights": cfg.model.weights, "experiment": cfg.experiment,
+                   "family": cfg.model.family, "match_vocab": cfg.model.match_vocab,
+                   "architecture": ",".join(f"{k}={v}" for k, v in sorted(dict(cfg.model.architecture).items()))}
     run_columns.update({k: v for k, v in settings(cfg).items() if k not in run_columns})
     table = pd.DataFrame([{**run_columns, "status": "ok", "reason": None, **(load or {}), **row} for row in rows])
     _flag(table, cfg, load or {}, held_lock)

@@ -30,7 +30,8 @@ JOB_STATES = ("stale", "incomplete", "skipped")
 # The settings a figure depends on. The report never pools rows that differ in any of these
 # that are present: each distinct combination is its own line, row or bar.
 SETTINGS = [
-    "scenario", "model", "checkpoint", "arch", "impl", "weights", "params", "vocab_size", "n_layers", "d_model",
+    "scenario", "model", "checkpoint", "arch", "family", "architecture", "impl", "weights", "params", "vocab_size",
+    "n_layers", "d_model", "match_vocab", "vocab_resized_from",
     "dtype", "device", "hardware", "budget_hardware", "measure", "threads", "seed", "kernels",
     "prefill_mode", "chunk_size", "batch_size", "prompt_len", "new_tokens", "window", "warmup_tokens",
     "repeats", "kv_cache", "harness", "suite", "limit", "tool", "source",

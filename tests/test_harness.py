@@ -127,7 +127,7 @@ def test_results_are_atomic_and_a_finished_run_is_skipped(tmp_path):
     cfg = load(["model=tiny_mamba", *FAST])
     first = runner.run_job(cfg, tmp_path)
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert files == ["config.yaml", "meta.json", "results.csv", "results.parquet"]  # no temporaries left
+    assert files == ["config.yaml", "job.log", "meta.json", "results.csv", "results.parquet"]  # no temporaries left
     assert runner.run_job(cfg, tmp_path) is None  # skipped
     cfg.skip_existing = False
     assert runner.run_job(cfg, tmp_path)["run_id"].iloc[0] != first["run_id"].iloc[0]

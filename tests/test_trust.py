@@ -347,3 +347,23 @@ def test_new_weights_under_the_same_path_are_not_current(tmp_path):
     before = config_hash(cfg)
     (ckpt / "model.safetensors").write_bytes(b"other weights, other size")
     assert config_hash(cfg) != before
+
+
+def test_the_report_splits_architectures_and_pools_rounds_with_their_full_spread(tmp_path):
+    from bench.report import sections, write_report
+
+    # Same model, same parameter count: only the architecture dict tells the first run apart.
+    for name, extra in (("a", ["+model.architecture.scan_chunk_size=64"]),
+                        ("b", ["+model.architecture.scan_chunk_size=1"]),
+                        ("b1", ["+model.architecture.scan_chunk_size=1", "round=1"])):
+        runner.run_job(dummy("scenario.repeats=2", *extra), tmp_path / "runs" / name)
+    report = write_report([tmp_path / "runs"], tmp_path / "report")
+    table = report.collection.table()
+    (gen,) = [s for s in sections.build(report.collection, table, {}, []) if s.title.startswith("Generation")]
+    (frame,) = [i for i in gen.items if isinstance(i, pd.DataFrame)]
+    one = "hidden_size=16,scan_chunk_size=1"
+    assert len(frame) == 2 and frame["architecture"].tolist() == [one, "hidden_size=16,scan_chunk_size=64"]
+    pooled = table[(table["architecture"] == one) & (table["metric"] == "decode_throughput")
+                   & table["stat"].isna()]["value"]
+    spread = frame.loc[frame["architecture"] == one].iloc[0].filter(like="decode_throughput").iloc[0]
+    assert len(pooled) == 4 and spread.endswith(f"–{sections.fmt_value(pooled.max(), 'tokens/s')}]")

@@ -21,6 +21,8 @@ FLAG = "⚠"
 FLAG_NOTE = f"{FLAG} flagged: measured under a condition that may have distorted it (see *Flagged*)."
 # Always named with the model when recorded: what the model really is.
 HEAD = ("model", "checkpoint", "params")
+# Settings that usually follow from the model: they split a series only where one model has several.
+PER_MODEL = ("family", "architecture")
 # Caption names where the column's own name would mislead.
 NAMES = {"hardware": "hardware profile", "budget_hardware": "emulated hardware (memory budget)",
          "vocab_size": "vocabulary"}
@@ -62,7 +64,8 @@ def series(d: pd.DataFrame, axes=("metric",)) -> list[str]:
     recorded), every SETTINGS column that differs within an `axes` value, and status where flagged
     rows are present. Grouping by these never pools rows that differ in a setting."""
     head = [c for c in HEAD if c in d and (c == "model" or d[c].notna().any())]
-    rest = [c for c in SETTINGS if c not in HEAD and c != "scenario" and c not in axes and differs(d, c, axes)]
+    rest = [c for c in SETTINGS if c not in HEAD and c != "scenario" and c not in axes and differs(d, c, axes)
+            and (c not in PER_MODEL or differs(d, c, [*axes, *head]))]
     return head + rest + (["status"] if "status" in d and (d["status"] == "flagged").any() else [])
 
 

@@ -323,7 +323,13 @@ def _generation(d: pd.DataFrame) -> Section:
         stat = g["stat"] if "stat" in g else pd.Series(np.nan, index=g.index)
         for metric, unit in (("ttft", "s"), ("decode_throughput", "tokens/s")):
             m = g[g["metric"] == metric]
-            by_stat = m.assign(stat=stat[m.index]).groupby("stat")["value"].median()
+            raw = m.loc[stat[m.index].isna(), "value"]  # one value per repeat, of every pooled run (rounds)
+            if len(raw):
+                by_stat = pd.Series({"median": raw.median(), "min": raw.min(), "max": raw.max()})
+            else:  # summaries only: the spread of pooled runs is the widest of theirs
+                pooled = {"min": pd.Series.min, "max": pd.Series.max}
+                by_stat = pd.Series({k: pooled.get(k, pd.Series.median)(v)
+                                     for k, v in m.assign(stat=stat[m.index]).groupby("stat")["value"]})
             if "median" in by_stat:
                 spread = f" [{fmt_value(by_stat.get('min'), unit)}–{fmt_value(by_stat.get('max'), unit)}]" \
                     if "min" in by_stat and "max" in by_stat else ""
