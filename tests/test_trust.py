@@ -367,3 +367,8 @@ def test_the_report_splits_architectures_and_pools_rounds_with_their_full_spread
                    & table["stat"].isna()]["value"]
     spread = frame.loc[frame["architecture"] == one].iloc[0].filter(like="decode_throughput").iloc[0]
     assert len(pooled) == 4 and spread.endswith(f"–{sections.fmt_value(pooled.max(), 'tokens/s')}]")
+
+
+def test_one_new_token_gives_no_decode_figure_rather_than_nan(tmp_path):
+    table = runner.run_job(dummy("scenario.new_tokens=1", "scenario.window=1"), tmp_path / "run")
+    assert "decode_throughput" not in set(table["metric"]) and table["value"].notna().all()

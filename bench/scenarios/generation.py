@@ -37,9 +37,11 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
             rows += [{**common, "repeat": repeat, "step": step, "metric": m, "value": v,
                       "unit": TOKENS_PER_S if m == "window_throughput" else BYTES} for m, v in w.items()]
         rows.append({**common, "repeat": repeat, "step": sc.new_tokens, "metric": "ttft", "value": ttft, "unit": SECONDS})
-        rows.append({**common, "repeat": repeat, "step": sc.new_tokens, "metric": "decode_throughput",
-                     "value": decode_tps, "unit": TOKENS_PER_S})
-    for metric, values, unit in (("ttft", ttfts, SECONDS), ("decode_throughput", throughputs, TOKENS_PER_S)):
+        if sc.new_tokens > 1:  # one token is the prefill's: no decode was timed, so no figure
+            rows.append({**common, "repeat": repeat, "step": sc.new_tokens, "metric": "decode_throughput",
+                         "value": decode_tps, "unit": TOKENS_PER_S})
+    timed = [("ttft", ttfts, SECONDS)] + ([("decode_throughput", throughputs, TOKENS_PER_S)] if sc.new_tokens > 1 else [])
+    for metric, values, unit in timed:
         for stat, fn in (("median", statistics.median), ("min", min), ("max", max)):
             rows.append({**common, "step": sc.new_tokens, "metric": metric, "stat": stat, "value": fn(values),
                          "unit": unit})
