@@ -372,3 +372,14 @@ def test_the_report_splits_architectures_and_pools_rounds_with_their_full_spread
 def test_one_new_token_gives_no_decode_figure_rather_than_nan(tmp_path):
     table = runner.run_job(dummy("scenario.new_tokens=1", "scenario.window=1"), tmp_path / "run")
     assert "decode_throughput" not in set(table["metric"]) and table["value"].notna().all()
+
+
+def test_the_memory_guard_estimates_pretrained_checkpoints(hidden_nan_mamba, tmp_path):
+    from bench.memory.guard import estimate_peak_bytes
+
+    pretrained = load(["model=tiny_mamba", "model.weights=pretrained", f"model.path={hidden_nan_mamba}",
+                       "model.match_vocab=false", *QUICK])
+    assert estimate_peak_bytes(pretrained, 4096) < estimate_peak_bytes(pretrained, 4_000_000)
+    table = runner.run_job(load(["model=tiny_mamba", "model.weights=pretrained", f"model.path={hidden_nan_mamba}",
+                                 "isolate=false", *QUICK, "scenario.prompt_len=40000000"]), tmp_path / "run")
+    assert "host memory guard" in table["reason"].iloc[0]
