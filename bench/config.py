@@ -216,6 +216,9 @@ class BenchConfig:
 
     def __post_init__(self):
         _one_of("dtype", self.dtype, DTYPES)
+        if getattr(self.scenario, "name", None) == "implementation" and self.model.impl != "ssm_bench":
+            raise ConfigError(f"model.impl: the implementation scenario compares the in-repo Mamba "
+                              f"(model.impl=ssm_bench) with transformers; got {self.model.impl!r}")
         if self.round < 0:
             raise ConfigError(f"round: must be >= 0, got {self.round}")
         if self.threads < 0:

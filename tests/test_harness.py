@@ -58,6 +58,7 @@ def test_every_scenario_composes_and_validates(scenario):
     (["scenario.new_tokens=0"], "scenario.new_tokens: must be >= 1"),
     (["model.weights=pretrained"], "model.path: required"),
     (["model.path=/some/ckpt"], "model.path: '/some/ckpt' would be ignored with model.weights=random"),
+    (["scenario=implementation", "model=tiny_llama"], "model.impl: the implementation scenario compares"),
     (["hardware.device=tpu"], "hardware.device"),
     (["hardware.kernels=tpu"], "hardware.kernels"),
     (["model=dummy", "model.impl=transformers"], "model.impl: the dummy backend and the dummy family go together"),
