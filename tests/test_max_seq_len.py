@@ -297,3 +297,17 @@ def test_cuda_twin_allocates_what_the_triton_scan_allocates():
     twin_peak, *twin_outputs = allocated["twin"]
     assert twin_outputs == triton_outputs and triton_peak - interpreter_copies == twin_peak
     assert (scan_backend, "selective_scan", triton_scan_twin) in TWINS["cuda"]
+
+
+def test_a_measured_search_never_aims_past_the_hosts_free_memory(monkeypatch):
+    """measure=cpu emulating a budget bigger than the host has free searches up to what is free."""
+    import bench.memory.guard as guard
+
+    backend = loaded(TinyMamba)
+    free = sum(p.numel() * p.element_size() for p in backend.model.parameters()) + 8 * MiB
+    monkeypatch.setattr(guard, "host_budget_bytes", lambda: free)
+    cfg = MaxSeqLenConfig(measure="cpu", modes=["parallel"], chunk_size=64, start_len=64, max_len=2**14,
+                          resolution=64)
+    rows = search(cfg, backend, SimpleNamespace(name="a10_24gb", memory_gib=23.0, overhead_gib=0.0, device="cpu"))
+    par = metric(rows, "max_prompt_len", "parallel")
+    assert par["budget_bytes"] == free and par["budget_capped_by_host"] and par["verdict"] == "bounded"
