@@ -79,6 +79,7 @@ def test_cli_config_error_is_one_line(tmp_path):
                           "hydra.mode=RUN"], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("ssm-bench: config error: dtype: 'int8'")
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() or p.name.startswith("dtype")]  # no run dir left
 
 
 @pytest.mark.parametrize("model", ["tiny_mamba", "tiny_llama", "tiny_mistral", "dummy"])

@@ -311,3 +311,18 @@ def test_a_measured_search_never_aims_past_the_hosts_free_memory(monkeypatch):
     rows = search(cfg, backend, SimpleNamespace(name="a10_24gb", memory_gib=23.0, overhead_gib=0.0, device="cpu"))
     par = metric(rows, "max_prompt_len", "parallel")
     assert par["budget_bytes"] == free and par["budget_capped_by_host"] and par["verdict"] == "bounded"
+
+
+def test_the_hosts_refusal_is_an_oom_trial_not_a_lost_search():
+    """When the machine refuses an allocation before the budget is reached, that trial is the
+    verdict (oom) and the trials before it stand."""
+    from bench.memory.trackers import CpuTracker
+
+    tracker = CpuTracker()
+    with tracker.track(limit_bytes=None) as m:
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:121] DefaultCPUAllocator: can't allocate memory: "
+                           "you tried to allocate 2147483648 bytes")
+    assert m.oom and "can't allocate memory" in m.error
+    with pytest.raises(RuntimeError, match="unrelated"):
+        with tracker.track(limit_bytes=None):
+            raise RuntimeError("unrelated")
