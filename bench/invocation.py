@@ -103,8 +103,7 @@ def finish() -> int:
 
 
 def watch_top() -> None:
-    """In a worker on the top-level process's host: exit (killing the measuring child) once the
-    top-level process is gone. Started once per process; a no-op in the top-level process."""
+    """In a worker on the top-level process's host: exit once the top-level process is gone. Started once per process; a no-op in the top-level process."""
     global _watching
     top = top_here()
     if _watching or top is None or is_top():
@@ -114,19 +113,19 @@ def watch_top() -> None:
 
 
 def alive(pid: int) -> bool:
+    """Running: a killed process that its parent has not reaped yet (a zombie) is not."""
+    import psutil
+
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _watch(top: int) -> None:
     while alive(top):
         time.sleep(0.5)
-    from bench.isolation import kill_child
-
-    kill_child()
+    # Exit at once, as a killed harness would: nothing more is written, the job's staging
+    # directory stays for the report (incomplete), and the measuring child, whose parent this
+    # is, dies by its PR_SET_PDEATHSIG.
     os._exit(1)

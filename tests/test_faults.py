@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parent.parent
 SWEEP = ["model=dummy", "model.arch=ssm,transformer", "scenario.new_tokens=300,600", "scenario.window=50",
          "scenario.repeats=1", "scenario.warmup_tokens=2", "scenario.progress=false", "allow_failures=true"]
 TRIALS = int(os.environ.get("FAULT_TRIALS", "20"))
+STARTED: list[subprocess.Popen] = []  # every sweep, killed at the end whatever a test left running
 TALLY = {"trials": 0, "faults survived": 0, "kills while a child measured": 0, "results lost": 0}
 
 
@@ -41,6 +42,7 @@ def start(root: Path, *extra: str) -> subprocess.Popen:
         proc = subprocess.Popen([sys.executable, "-m", "bench", "-m", f"results_dir={root}", *SWEEP, *extra],
                                 cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
     proc.log = log.read_text
+    STARTED.append(proc)
     return proc
 
 
@@ -173,4 +175,7 @@ def test_a_full_disk_loses_nothing(tmp_path):
 
 
 def teardown_module(module):
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
     print("\nfault tally: " + ", ".join(f"{k} {v}" for k, v in TALLY.items()))

@@ -199,6 +199,18 @@ def test_a_prompt_that_would_exhaust_the_host_is_refused_before_it_runs(tmp_path
 
 # --- 3. the measuring child never outlives the harness -----------------------------------------
 
+@pytest.fixture
+def long_job(tmp_path):
+    """A harness measuring for ever, and its measuring child; killed at the end whatever happens."""
+    proc, child = _start_long_job(tmp_path)
+    yield proc, child
+    for p in (proc, child):
+        try:
+            p.kill()
+        except (ProcessLookupError, psutil.NoSuchProcess):
+            pass
+
+
 def _start_long_job(tmp_path):
     proc = bench(tmp_path, "hydra.mode=RUN", "model=dummy", "scenario.new_tokens=10000000", "scenario.window=1000",
                  "scenario.repeats=1", "scenario.progress=false", "memory_guard=false", wait=False)
@@ -220,8 +232,8 @@ def _gone(process: psutil.Process, within: float = 10) -> bool:
         return False
 
 
-def test_sigterm_marks_the_job_and_kills_the_child(tmp_path):
-    proc, child = _start_long_job(tmp_path)
+def test_sigterm_marks_the_job_and_kills_the_child(tmp_path, long_job):
+    proc, child = long_job
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=60) == 128 + signal.SIGTERM
     assert _gone(child)
@@ -229,8 +241,8 @@ def test_sigterm_marks_the_job_and_kills_the_child(tmp_path):
     assert rows(run)["reason"].iloc[0] == "Interrupted: interrupted: the harness received SIGTERM"
 
 
-def test_kill_9_of_the_harness_takes_the_child_with_it(tmp_path):
-    proc, child = _start_long_job(tmp_path)
+def test_kill_9_of_the_harness_takes_the_child_with_it(tmp_path, long_job):
+    proc, child = long_job
     proc.kill()
     proc.wait(timeout=30)
     assert _gone(child), "orphaned measuring process"
@@ -238,8 +250,8 @@ def test_kill_9_of_the_harness_takes_the_child_with_it(tmp_path):
     assert json.loads((staging / jobdir.JOB_FILE).read_text())["pid"] == proc.pid
 
 
-def test_kill_9_of_the_child_is_a_failure_not_an_oom(tmp_path):
-    proc, child = _start_long_job(tmp_path)
+def test_kill_9_of_the_child_is_a_failure_not_an_oom(tmp_path, long_job):
+    proc, child = long_job
     child.kill()
     assert proc.wait(timeout=60) == 1
     (run,) = [p.parent for p in tmp_path.glob("runs/smoke/*/results.parquet")]
@@ -287,15 +299,17 @@ def test_killing_a_parallel_sweep_kills_its_workers_and_their_children(tmp_path)
     proc = bench(tmp_path, "-m", "hydra/launcher=joblib_local", "model=dummy", "scenario.new_tokens=20000000,20000001",
                  "scenario.window=1000", "scenario.repeats=1", "scenario.progress=false", "memory_guard=false",
                  wait=False)
-    deadline, measuring = time.time() + 120, []
-    while time.time() < deadline and not measuring:  # one measures; the other worker waits for the lock
-        family = psutil.Process(proc.pid).children(recursive=True)
-        measuring = [p for p in family if "bench.isolation" in " ".join(p.cmdline())]
-        time.sleep(0.3)
-    assert measuring, proc.stdout.read()[-2000:] if proc.poll() is not None else "no measuring child"
-    time.sleep(1)
-    family = psutil.Process(proc.pid).children(recursive=True)  # loky workers and their children
-    proc.kill()
+    try:
+        deadline, measuring = time.time() + 120, []
+        while time.time() < deadline and not measuring:  # one measures; the other worker waits for the lock
+            family = psutil.Process(proc.pid).children(recursive=True)
+            measuring = [p for p in family if "bench.isolation" in " ".join(p.cmdline())]
+            time.sleep(0.3)
+        assert measuring, proc.stdout.read()[-2000:] if proc.poll() is not None else "no measuring child"
+        time.sleep(1)
+        family = psutil.Process(proc.pid).children(recursive=True)  # loky workers and their children
+    finally:
+        proc.kill()
     proc.wait(timeout=30)
     for p in family:
         assert _gone(p, within=15), f"{p.pid} outlived the harness"
