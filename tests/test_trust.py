@@ -397,3 +397,11 @@ def test_the_memory_guard_estimates_pretrained_checkpoints(hidden_nan_mamba, tmp
     table = runner.run_job(load(["model=tiny_mamba", "model.weights=pretrained", f"model.path={hidden_nan_mamba}",
                                  "isolate=false", *QUICK, "scenario.prompt_len=40000000"]), tmp_path / "run")
     assert "host memory guard" in table["reason"].iloc[0]
+
+
+def test_a_simulated_max_prompt_search_runs_on_a_pretrained_checkpoint(hidden_nan_mamba, tmp_path):
+    table = runner.run_job(load(["model=tiny_mamba", "model.weights=pretrained", f"model.path={hidden_nan_mamba}",
+                                 "model.match_vocab=false", "isolate=false", "scenario=max_seq_len",
+                                 "scenario.measure=simulate", "scenario.max_len=8192", "hardware=tiny_budget"]),
+                           tmp_path / "run")
+    assert set(table["status"]) == {"ok"} and set(table["source"]) == {"simulated"}, table["reason"].dropna().head()

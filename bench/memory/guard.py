@@ -75,8 +75,7 @@ def estimate_peak_bytes(cfg, length: int) -> int:
     from bench.scenarios.max_seq_len import load_backend, make_trial
 
     sc = cfg.scenario
-    model_cfg = random_twin(cfg.model) if cfg.model.weights == "pretrained" else cfg.model
-    backend = get_backend_class(model_cfg.impl)(model_cfg, torch.device("cpu"), DTYPES[cfg.dtype])
+    backend = get_backend_class(cfg.model.impl)(cfg.model, torch.device("cpu"), DTYPES[cfg.dtype])
     tracker = SimulateTracker("cpu")
     load_backend(backend, tracker)
     tracker.clean()
@@ -88,25 +87,6 @@ def estimate_peak_bytes(cfg, length: int) -> int:
     lengths = [n for n in probes if n < length] + [length] if length <= probes[-1] else list(probes)
     points = [(n, trial(n).peak_bytes - weights) for n in lengths[-3:]]
     return weights + RUNTIME_BYTES + getattr(sc, "batch_size", 1) * int(_extrapolate(points, length))
-
-
-def random_twin(model_cfg):
-    """The pretrained model's architecture with random weights: fake tensors cannot read a real
-    checkpoint, and its memory depends on its shapes only."""
-    import dataclasses
-
-    if model_cfg.impl == "ssm_bench":
-        from models.loading import read_config
-
-        found = dataclasses.asdict(read_config(model_cfg.path))
-    else:
-        from transformers import AutoConfig
-
-        found = AutoConfig.from_pretrained(model_cfg.path, local_files_only=True).to_dict()
-    vocab = model_cfg.vocab_size if model_cfg.match_vocab else found["vocab_size"]
-    meta = ("vocab_size", "model_type", "architectures", "transformers_version", "_name_or_path", "dtype", "torch_dtype")
-    architecture = {k: v for k, v in found.items() if k not in meta}
-    return dataclasses.replace(model_cfg, weights="random", path=None, vocab_size=vocab, architecture=architecture)
 
 
 def _extrapolate(points: list[tuple[int, float]], x: int) -> float:

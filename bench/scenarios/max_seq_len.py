@@ -83,11 +83,32 @@ def load_backend(backend, tracker: MemoryTracker) -> None:
     count its weights as live. A simulated run needs an unloaded backend: loading a 7B model
     for real first would defeat the point."""
     if backend.model is None:
+        if isinstance(tracker, SimulateTracker) and getattr(backend.cfg, "weights", None) == "pretrained":
+            backend.cfg = random_twin(backend.cfg)  # fake tensors cannot read real weights
         tracker.build(backend.load)
     elif isinstance(tracker, SimulateTracker) and not is_fake(next(backend.model.parameters())):
         raise ValueError("scenario.measure: simulate builds the model under FakeTensorMode itself; "
                          "pass a backend that is not loaded yet")
     tracker.adopt(backend.model)
+
+
+def random_twin(model_cfg):
+    """The pretrained model's architecture with random weights: fake tensors cannot read a real
+    checkpoint, and its memory depends on its shapes only."""
+    import dataclasses
+
+    if model_cfg.impl == "ssm_bench":
+        from models.loading import read_config
+
+        found = dataclasses.asdict(read_config(model_cfg.path))
+    else:
+        from transformers import AutoConfig
+
+        found = AutoConfig.from_pretrained(model_cfg.path, local_files_only=True).to_dict()
+    vocab = model_cfg.vocab_size if model_cfg.match_vocab else found["vocab_size"]
+    meta = ("vocab_size", "model_type", "architectures", "transformers_version", "_name_or_path", "dtype", "torch_dtype")
+    architecture = {k: v for k, v in found.items() if k not in meta}
+    return dataclasses.replace(model_cfg, weights="random", path=None, vocab_size=vocab, architecture=architecture)
 
 
 def make_trial(backend, tracker: MemoryTracker, budget: int, mode: str, chunk_size: int,
