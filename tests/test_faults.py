@@ -23,6 +23,7 @@ import pytest
 
 from bench import jobdir
 from bench.report import write_report
+from bench.report.load import read_csv
 from bench.schema import MEASURED, STATUSES
 
 pytestmark = pytest.mark.faults
@@ -73,7 +74,7 @@ def check_invariants(root: Path, seen: list[psutil.Process], report_out: Path) -
         assert {"results.parquet", "results.csv", "config.yaml", "meta.json"} <= names, (run_dir, names)
         table = pd.read_parquet(run_dir / "results.parquet")
         meta = json.loads((run_dir / "meta.json").read_text())
-        csv = pd.read_csv(run_dir / "results.csv")
+        csv = read_csv(run_dir / "results.csv")
         assert set(table["run_id"]) == set(csv["run_id"]) == {meta["run_id"]}, f"{run_dir} mixes two runs"
         assert table["status"].isin(STATUSES).all()
         assert table.loc[table["status"] == "failed", "reason"].notna().all(), f"{run_dir}: failure without reason"
@@ -100,7 +101,7 @@ def test_random_kills_of_harness_and_child(tmp_path):
         before = _good(root) if root.exists() else {}
         proc = start(root, "skip_existing=true")
         seen: list[psutil.Process] = []
-        deadline = time.time() + rng.uniform(3.0, 15.0)
+        deadline = time.time() + rng.uniform(4.0, 25.0)
         while time.time() < deadline and proc.poll() is None:
             seen += [p for p in descendants(proc) if p.pid not in {q.pid for q in seen}]
             time.sleep(0.1)

@@ -446,3 +446,11 @@ def test_a_report_directory_is_replaced_by_the_next_report(tmp_path):
     out = tmp_path / "report"
     assert report_main([str(results), "--out", str(out)]) == 0
     assert report_main([str(results), "--out", str(out)]) == 0  # its own marker: replaced
+
+
+def test_a_run_id_that_looks_like_a_number_stays_text_in_the_csv_fallback(tmp_path):
+    from bench.report.load import read_csv
+
+    path = tmp_path / "results.csv"
+    pd.DataFrame({"run_id": ["3e3891602191"], "value": [1.0]}).to_csv(path, index=False)
+    assert read_csv(path)["run_id"].tolist() == ["3e3891602191"]

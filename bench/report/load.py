@@ -160,8 +160,7 @@ def _read_results(path: Path, notes: list[str]) -> pd.DataFrame:
     failures = []
     for name in present:
         try:
-            reader = pd.read_parquet if name.endswith(".parquet") else pd.read_csv
-            frame = reader(path / name)
+            frame = pd.read_parquet(path / name) if name.endswith(".parquet") else read_csv(path / name)
         except Exception as e:  # noqa: BLE001 - any reader error means "corrupt file"
             failures.append(f"{name} unreadable ({type(e).__name__}: {_first_line(e)})")
             continue
@@ -191,6 +190,12 @@ def _last_attempt(meta: dict) -> str | None:
         return None
     return f"a redo ({fmt_time(last.get('time')) or 'time not recorded'}) {last.get('status', 'failed')}: " \
            f"{last.get('reason') or 'no reason recorded'}; the results shown are the previous ones"
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A results.csv with its identifiers as text: a run_id such as '3e3891602191' would
+    otherwise parse as the float 3e+3891602191 (inf)."""
+    return pd.read_csv(path, dtype={"run_id": str})
 
 
 def _read_optional(path: Path, parse, notes: list[str]) -> dict:
