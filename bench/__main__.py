@@ -34,7 +34,7 @@ invocation.begin()  # the top-level process: jobs (in any launcher's processes) 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig):
-    from bench.runner import Interrupted, run_job
+    from bench.runner import Interrupted, run_job, worst_status
 
     invocation.watch_top()  # in a launcher's worker: die with the harness
     hydra_cfg = HydraConfig.get()
@@ -62,8 +62,6 @@ def main(cfg: DictConfig):
         _remove_if_empty(run_dir)
         return
     if table is not None:
-        from bench.runner import worst_status
-
         status = worst_status(table)
         reasons = table["reason"].dropna()
         invocation.record(cfg.results_dir, run_dir, status, reasons.iloc[0] if len(reasons) else None,

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import psutil
 
+from bench.schema import LOAD_COLUMNS
+
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".measure.lock"
@@ -77,8 +79,8 @@ class LoadMeter:
     def read(self) -> dict:
         wall = time.perf_counter() - self.wall
         others = (_busy_seconds() - self.busy) - (_own_seconds() - self.own)
-        return {"load1": max(self.load1, os.getloadavg()[0]),
-                "other_cpu": max(0.0, others) / wall if wall > 0 else float("nan")}
+        return dict(zip(LOAD_COLUMNS, (max(self.load1, os.getloadavg()[0]),
+                                        max(0.0, others) / wall if wall > 0 else float("nan"))))
 
 
 def contention_reason(load: dict) -> str | None:

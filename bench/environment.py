@@ -17,8 +17,9 @@ def environment() -> dict:
     import torch
 
     return {
-        **_git(),
-        "versions": {name: _version(name) for name in LIBRARIES},
+        "git_sha": git("rev-parse", "HEAD") or None,
+        "git_dirty": bool(git("status", "--porcelain")),
+        "versions": versions(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": _cpu_name(),
@@ -28,21 +29,23 @@ def environment() -> dict:
     }
 
 
-def _version(name: str) -> str | None:
+def versions() -> dict[str, str | None]:
+    """The installed version of each library in LIBRARIES (None when absent)."""
+    found = {}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def git(*args) -> str:
+    """`git <args>` in the repository: its output, or "" where git or the repository is missing."""
     try:
-        return importlib.metadata.version(name)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
-def _git() -> dict:
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
-
-    try:
-        return {"git_sha": git("rev-parse", "HEAD") or None, "git_dirty": bool(git("status", "--porcelain"))}
+        return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return {"git_sha": None, "git_dirty": None}
+        return ""
 
 
 def _cpu_name() -> str:

@@ -11,12 +11,11 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from bench.environment import LIBRARIES, REPO, _version
+from bench.environment import REPO, git, versions
 
 # Settings that change where or how a job runs, never what it measures.
 NOT_MEASURED = ("results_dir", "skip_existing", "isolate", "experiment", "tags", "lock", "allow_failures",
@@ -59,17 +58,9 @@ def config_hash(cfg) -> str:
 @functools.lru_cache(maxsize=1)
 def code_fingerprint() -> dict:
     """git sha, a hash of the uncommitted diff of tracked files, and the library versions."""
-    def git(*args):
-        try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, timeout=30).stdout
-        except (OSError, subprocess.SubprocessError):
-            return ""
-
-    sha = git("rev-parse", "HEAD").strip() or None
     diff = git("diff", "HEAD", "--", "bench", "models", "configs", "pyproject.toml")
-    versions = {name: _version(name) for name in LIBRARIES}
-    return {"git_sha": sha, "diff": _digest(diff) if diff else None,
-            "versions": _digest(json.dumps(versions, sort_keys=True))}
+    return {"git_sha": git("rev-parse", "HEAD") or None, "diff": _digest(diff) if diff else None,
+            "versions": _digest(json.dumps(versions(), sort_keys=True))}
 
 
 def code_hash() -> str:

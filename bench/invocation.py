@@ -21,6 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.isolation import alive
+
 ENV = "SSM_BENCH_INVOCATION"  # "<id>:<pid>:<host>" of the top-level process
 BAD = ("failed", "invalid")  # statuses that make the invocation exit 1
 _roots: set[Path] = set()  # results_dir of every job, as the top-level process knows them
@@ -110,16 +112,6 @@ def watch_top() -> None:
         return
     _watching = True
     threading.Thread(target=_watch, args=(top,), daemon=True).start()
-
-
-def alive(pid: int) -> bool:
-    """Running: a killed process that its parent has not reaped yet (a zombie) is not."""
-    import psutil
-
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
 def _watch(top: int) -> None:

@@ -24,6 +24,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 ROWS = "rows.pkl"
 PR_SET_PDEATHSIG = 1
 _current: subprocess.Popen | None = None  # the running child, for the parent's signal handler
@@ -94,6 +96,14 @@ def oom_kills() -> int | None:
     return int(counts.get("oom_kill", 0))
 
 
+def alive(pid: int) -> bool:
+    """Running: a killed process that its parent has not reaped yet (a zombie) is not."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def _die_with_parent() -> None:
     """In the child, before exec: the kernel kills it when the parent dies (Linux only)."""
     try:
@@ -115,6 +125,7 @@ def main(job_file: str) -> None:
     if os.getppid() != parent:  # orphaned before we started: nothing to measure for
         sys.exit(1)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    from bench.jobdir import write_atomic
     from bench.runner import failure_row, measure
 
     job_file = Path(job_file)
@@ -127,8 +138,6 @@ def main(job_file: str) -> None:
         rows = measure(cfg, Path(out_dir))
     except Exception as e:  # noqa: BLE001 — the failure is the result
         rows = [failure_row(e)]
-    from bench.runner import write_atomic
-
     write_atomic(job_file.parent / ROWS, pickle.dumps(rows))
 
 

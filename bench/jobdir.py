@@ -20,6 +20,8 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.isolation import alive
+
 JOB_FILE = "job.json"
 META = "meta.json"
 STAGING = ".staging-"
@@ -42,12 +44,9 @@ def owner_alive(staging: Path) -> bool:
     if job.get("host") != socket.gethostname():
         return True  # another node's job: not ours to judge
     try:
-        os.kill(int(job["pid"]), 0)
-    except (ProcessLookupError, KeyError, ValueError, TypeError):
+        return alive(int(job["pid"]))
+    except (KeyError, ValueError, TypeError):
         return False
-    except PermissionError:
-        return True
-    return True
 
 
 def start(run_dir: Path, overrides: list[str]) -> Path:
@@ -86,8 +85,6 @@ def discard(staging: Path) -> None:
 
 def note_failed_attempt(run_dir: Path, reason: str) -> None:
     """A redo failed and the previous good results stay: say so in their meta.json."""
-    from bench.runner import write_atomic
-
     path = Path(run_dir) / META
     try:
         meta = json.loads(path.read_text())
@@ -109,3 +106,17 @@ def _exchange(a: Path, b: Path) -> bool:
     if errno in (38, 22, 95):  # ENOSYS, EINVAL, EOPNOTSUPP: the filesystem cannot exchange
         return False
     raise OSError(errno, os.strerror(errno), str(b))
+
+
+def write_atomic(path: Path, data: bytes):
+    """Write to a temporary name beside path, then rename: a reader never sees half a file."""
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

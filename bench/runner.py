@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import os
 import signal
 import time
 import traceback
@@ -32,6 +31,7 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from bench import jobdir
+from bench.jobdir import write_atomic
 from bench.contention import LoadMeter, contention_reason, measurement_lock
 from bench.environment import environment
 from bench.fingerprint import fingerprint
@@ -293,16 +293,3 @@ def _signals_raise():
     finally:
         for s, h in before.items():
             signal.signal(s, h)
-
-
-def write_atomic(path: Path, data: bytes):
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
