@@ -68,3 +68,14 @@ def test_report_shows_the_tools_side_by_side(tmp_path):
     row = table.iloc[0]
     assert (row[LOOP], row[GENERATE], row[OPTIMUM]) == ("100", "90", "95")
     assert row[f"{LOOP} / {OPTIMUM}"] == "1.05 ✓" and row[f"{GENERATE} / {OPTIMUM}"] == "—"
+
+
+def test_every_metric_row_of_the_report_names_its_model():
+    """The table's model cell must not be lost after the first metric of a model."""
+    from bench.report.sections import _crosscheck
+
+    rows = [{"model": "m", "dtype": "float32", "device": "cpu", "tool": tool, "metric": metric, "value": v,
+             "unit": unit} for metric, unit in (("decode_throughput", "tokens/s"), ("peak_memory", "bytes"))
+            for tool, v in zip(CROSSCHECK_TOOLS, (100.0, 90.0, 95.0))]
+    table = next(item for item in _crosscheck(pd.DataFrame(rows)).items if isinstance(item, pd.DataFrame))
+    assert table["model"].tolist() == ["m", "m"] and list(table.columns[:2]) == ["model", "metric"]

@@ -368,8 +368,8 @@ def _crosscheck(d: pd.DataFrame) -> Section:
             unit = m["unit"].iloc[0]
             row = {**key_cells(values), "metric": f"{metric} ({unit})"}
             for tool in CROSSCHECK_TOOLS:
-                values = m.loc[m["tool"] == tool, "value"]
-                row[tool] = fmt_value(values.median(), unit) if not values.empty else "—"
+                measured = m.loc[m["tool"] == tool, "value"]
+                row[tool] = fmt_value(measured.median(), unit) if not measured.empty else "—"
             for tool in (loop, generate):
                 r = g[(g["metric"] == f"{metric}_ratio") & (g["tool"] == f"{tool}/{optimum}")]
                 agrees = not r.empty and "agrees" in r and bool(r["agrees"].iloc[0])
