@@ -38,8 +38,14 @@ def staging_dirs(run_dir: Path) -> list[Path]:
 def owner_alive(staging: Path) -> bool:
     """Whether the process that made this staging directory still runs (on this host)."""
     try:
-        job = json.loads((staging / JOB_FILE).read_text())
+        return job_alive(json.loads((staging / JOB_FILE).read_text()))
     except (OSError, ValueError):
+        return False
+
+
+def job_alive(job: dict) -> bool:
+    """The same, from its parsed job.json."""
+    if not job:
         return False
     if job.get("host") != socket.gethostname():
         return True  # another node's job: not ours to judge

@@ -373,7 +373,7 @@ def test_the_report_splits_architectures_and_pools_rounds_with_their_full_spread
         runner.run_job(dummy("scenario.repeats=2", *extra), tmp_path / "runs" / name)
     report = write_report([tmp_path / "runs"], tmp_path / "report")
     table = report.collection.table()
-    (gen,) = [s for s in sections.build(report.collection, table, {}, []) if s.title.startswith("Generation")]
+    (gen,) = [s for s in sections.build(report.collection, table, [], {}) if s.title.startswith("Generation")]
     (frame,) = [i for i in gen.items if isinstance(i, pd.DataFrame)]
     one = "hidden_size=16,scan_chunk_size=1"
     assert len(frame) == 2 and frame["architecture"].tolist() == [one, "hidden_size=16,scan_chunk_size=64"]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bench import jobdir
 from bench.report import plots, render, sections
-from bench.report.load import Collection, load
+from bench.report.load import RESULT_FILES, Collection, load
 
 DEFAULT_ROOTS = [Path("results/runs"), Path("results/multirun")]
 DEFAULT_OUT = Path("results/report")
@@ -99,8 +99,7 @@ def _is_report(path: Path) -> bool:
     run's results anywhere below."""
     if (path / MARKER).is_file():
         return True
-    return (path / "report.md").is_file() and not any(path.rglob("results.parquet")) \
-        and not any(path.rglob("results.csv"))
+    return (path / "report.md").is_file() and not any(p.name in RESULT_FILES for p in path.rglob("results.*"))
 
 
 @contextmanager

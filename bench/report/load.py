@@ -127,9 +127,9 @@ def load(roots: list[Path], exclude: Path | None = None) -> Collection:
 def read_staging(path: Path) -> Incomplete:
     notes: list[str] = []
     job = _read_optional(path / jobdir.JOB_FILE, json.loads, notes)
-    job.setdefault("run_dir", str(path.parent / STAGING.match(path.name)["name"]))
-    if jobdir.owner_alive(path):
+    if jobdir.job_alive(job):
         notes.append("it may still be running (its process is alive, or ran on another host)")
+    job.setdefault("run_dir", str(path.parent / STAGING.match(path.name)["name"]))
     return Incomplete(path, job, "; ".join(notes))
 
 
