@@ -454,3 +454,11 @@ def test_a_run_id_that_looks_like_a_number_stays_text_in_the_csv_fallback(tmp_pa
     path = tmp_path / "results.csv"
     pd.DataFrame({"run_id": ["3e3891602191"], "value": [1.0]}).to_csv(path, index=False)
     assert read_csv(path)["run_id"].tolist() == ["3e3891602191"]
+
+
+def test_a_prompt_length_that_is_not_a_number_is_not_called_unbounded():
+    from bench.report.plots import format_tokens
+
+    assert format_tokens(math.inf) == "unbounded"
+    assert format_tokens(math.nan) == "nan" and format_tokens(-math.inf) == "-inf"
+    assert (format_tokens(4096), format_tokens(2_500_000), format_tokens(2.5e9)) == ("4.1k", "2.5M", "2.5B")

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from bench.report.rows import groups, label, legend_columns, recorded, series, shown_rows, text
+from bench.report.tables import fmt_count
 
 # Bytes per parameter, for the weight bytes that a decode step must read (roofline).
 DTYPE_BYTES = {"float64": 8, "float32": 4, "fp32": 4, "float16": 2, "fp16": 2, "half": 2,
@@ -63,12 +64,10 @@ def model_colors(models) -> dict[str, str]:
 
 
 def format_tokens(n: float) -> str:
-    if not np.isfinite(n):
+    """A prompt length: +inf is an unbounded verdict; NaN or -inf is no length and says so."""
+    if np.isposinf(n):
         return "unbounded"
-    for div, suffix in ((1e6, "M"), (1e3, "k")):
-        if n >= div:
-            return f"{n / div:.3g}{suffix}"
-    return f"{n:.0f}"
+    return fmt_count(n) if np.isfinite(n) else str(n)
 
 
 def roofline_tokens_per_s(params: float, dtype: str, bandwidth_gbps: float, batch_size: float = 1) -> float:
