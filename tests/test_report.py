@@ -462,3 +462,14 @@ def test_a_prompt_length_that_is_not_a_number_is_not_called_unbounded():
     assert format_tokens(math.inf) == "unbounded"
     assert format_tokens(math.nan) == "nan" and format_tokens(-math.inf) == "-inf"
     assert (format_tokens(4096), format_tokens(2_500_000), format_tokens(2.5e9)) == ("4.1k", "2.5M", "2.5B")
+
+
+def test_a_figure_with_finite_values_but_nothing_to_compare_gets_no_false_note(tmp_path):
+    from bench.report.plots import draw_all
+    from bench.schema import COLUMNS
+
+    row = dict.fromkeys(COLUMNS)
+    row.update(scenario="implementation", model="m", impl="ssm_bench", metric="decode_throughput", value=5.0,
+               unit="tokens/s", source="measured", status="ok")
+    names, notes = draw_all(pd.DataFrame([row]), tmp_path)  # no transformers baseline: no ratio to draw
+    assert "implementation_ratios" not in names and "implementation_ratios" not in notes

@@ -400,8 +400,8 @@ def draw_all(df: pd.DataFrame, out_dir: Path) -> tuple[list[str], dict[str, str]
             notes[name] = f"not drawn: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
             continue
         rows = shown_rows(df, scenario, metrics)
-        if not rows.empty:
-            values = rows["value"].astype(float)
+        values = rows["value"].astype(float)
+        if not rows.empty and not np.isfinite(values).any():  # else the figure had nothing to compare
             notes[name] = (f"not drawn: none of its {len(rows)} values is finite "
                            f"({int(values.isna().sum())} nan, {int(np.isinf(values).sum())} inf)")
     return names, notes
