@@ -32,7 +32,8 @@ JOB_STATES = ("stale", "incomplete", "skipped")
 SETTINGS = [
     "scenario", "model", "checkpoint", "arch", "family", "architecture", "impl", "weights", "params", "vocab_size",
     "n_layers", "d_model", "match_vocab", "vocab_resized_from",
-    "dtype", "device", "hardware", "budget_hardware", "measure", "threads", "seed", "kernels",
+    "dtype", "device", "hardware", "budget_hardware", "budget_bytes", "measure", "threads", "seed", "kernels",
+    "logits_to_keep", "start_len", "max_len", "growth", "resolution", "unbounded_slope_threshold", "flat_steps",
     "prefill_mode", "chunk_size", "batch_size", "prompt_len", "new_tokens", "window", "warmup_tokens",
     "repeats", "kv_cache", "harness", "suite", "limit", "tool", "source",
 ]

@@ -473,3 +473,29 @@ def test_a_figure_with_finite_values_but_nothing_to_compare_gets_no_false_note(t
                unit="tokens/s", source="measured", status="ok")
     names, notes = draw_all(pd.DataFrame([row]), tmp_path)  # no transformers baseline: no ratio to draw
     assert "implementation_ratios" not in names and "implementation_ratios" not in notes
+
+
+def test_max_prompt_runs_that_differ_in_a_search_setting_stay_apart_and_a_capped_one_reads_as_a_bound(tmp_path):
+    """Two tiny_llama searches that differ only in logits_to_keep, and one stopped at its probe cap."""
+    from bench.report.sections import _max_seq_len
+
+    base = dict(metric="max_prompt_len", unit="tokens", prefill_mode="parallel", source="simulated",
+                budget_bytes=2**29, budget_hardware="a10_24gb")
+    runs = {"a": dict(value=1020.0, verdict="bounded", logits_to_keep=1),
+            "b": dict(value=56300.0, verdict="bounded", logits_to_keep=0),
+            "c": dict(value=65536.0, verdict="exceeds_probe_cap", logits_to_keep=1, budget_bytes=2**33)}
+    for name, kw in runs.items():
+        write_run(tmp_path / name, [_row(name, "max_seq_len", "llama-160m", **{**base, **kw})],
+                  {"model": {"name": "llama-160m"}})
+    collection = load([tmp_path])
+    assert not collection.skipped  # exceeds_probe_cap is a verdict the report reads
+    table = next(i for i in _max_seq_len(collection.table()).items if isinstance(i, pd.DataFrame))
+    assert len(table) == 3 and "logits_to_keep" in table
+    assert sorted(table["max prompt (tokens)"]) == ["1.02k", "56.3k", "≥ 65.5k"]
+
+
+def test_a_failed_job_counts_as_failed_even_when_stale(tmp_path):
+    write_run(tmp_path / "run", [failure_row("r1", "generation", "llama-160m", "OutOfMemoryError: boom")],
+              {"model": {"name": "llama-160m"}}, fingerprint=None)
+    states = load([tmp_path]).states()
+    assert (states["failed"], states["stale"]) == (1, 0)

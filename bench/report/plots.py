@@ -63,6 +63,14 @@ def model_colors(models) -> dict[str, str]:
     return {m: matplotlib.colors.to_hex(cmap(i % 10)) for i, m in enumerate(sorted(set(models)))}
 
 
+def prompt_len_text(value: float, verdict) -> str:
+    """A max_seq_len result: the length, '≥ length' when the search stopped at its probe cap (a
+    lower bound), '—' when the weights alone exceed the budget."""
+    if verdict == "weights_exceed_budget":
+        return "—"
+    return ("≥ " if verdict == "exceeds_probe_cap" else "") + format_tokens(value)
+
+
 def format_tokens(n: float) -> str:
     """A prompt length: +inf is an unbounded verdict; NaN or -inf is no length and says so."""
     if np.isposinf(n):
@@ -142,7 +150,7 @@ def plot_max_prompt_len(df: pd.DataFrame) -> Figure | None:
                                 arrowprops=dict(arrowstyle="-|>", color="black", lw=1.5, mutation_scale=15))
                 elif np.isfinite(row["value"]) and row["value"] > 0:
                     ax.barh(y, row["value"] - low, left=low, height=height * 0.9, color=color)
-                    ax.text(row["value"] * 1.1, y, format_tokens(row["value"]), va="center", fontsize=8)
+                    ax.text(row["value"] * 1.1, y, prompt_len_text(row["value"], row["verdict"]), va="center", fontsize=8)
                 else:  # a value that cannot be a bar: say what it is
                     ax.text(low * 1.1, y, f"{row['value']} tokens", va="center", fontsize=8, color="tab:red")
         ax.set_xscale("log")

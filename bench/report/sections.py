@@ -423,14 +423,13 @@ def _max_seq_len(d: pd.DataFrame) -> Section:
         for _, r in g.iterrows():
             verdict = r.get("verdict")
             rows.append({**key_cells(values), "verdict": text(verdict),
-                         "max prompt (tokens)": "—" if verdict == "weights_exceed_budget" else
-                         plots.format_tokens(r["value"]),
+                         "max prompt (tokens)": plots.prompt_len_text(r["value"], verdict),
                          "budget": fmt_bytes(r.get("budget_bytes")), "limiting_factor": text(r.get("limiting_factor")),
                          "slope (bytes/token)": fmt_number(r.get("slope"))})
     s.items += _described(d, pd.DataFrame(rows).replace("", np.nan).dropna(axis=1, how="all"), keys)
     s.items.append("'unbounded': memory does not grow with the prompt (a fixed-size SSM state with sequential "
                    "prefill), so no prompt length exceeds the budget. 'weights_exceed_budget': the weights alone do "
-                   "not fit. The budget is that of the emulated hardware (budget_hardware) where the rows record it.")
+                   "not fit. '≥': the search stopped at its probe cap (scenario.max_len) and the prompt still fit. The budget is that of the emulated hardware (budget_hardware) where the rows record it.")
     return s
 
 

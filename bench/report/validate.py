@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import pandas as pd
 
+from bench.memory.search import VERDICTS  # max_seq_len's verdicts
 from bench.schema import ARCHS, COLUMNS, LOAD_COLUMNS, SOURCES, STATUSES
 
-VERDICTS = ("bounded", "unbounded", "weights_exceed_budget")
 PREFILL_MODES = ("parallel", "sequential")
 SCENARIOS = ("generation", "crosscheck", "implementation", "max_seq_len", "leaderboard")
 
