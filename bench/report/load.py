@@ -32,7 +32,7 @@ import yaml
 from bench import jobdir
 from bench.report.tables import fmt_time
 from bench.report.validate import validate
-from bench.schema import COLUMNS, JOB_STATES, STATUSES
+from bench.schema import COLUMNS, JOB_STATES, MEASURED, STATUSES
 
 try:  # the runner's check that a run still matches the code and config
     from bench.fingerprint import staleness
@@ -58,7 +58,8 @@ class Run:
 
     @property
     def state(self) -> str:
-        return "stale" if self.stale else max(self.rows["status"], key=STATUSES.index)
+        worst = max(self.rows["status"], key=STATUSES.index)  # a failure counts as one, stale or not
+        return "stale" if self.stale and worst in MEASURED else worst
 
 
 @dataclass
