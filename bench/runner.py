@@ -71,17 +71,19 @@ def run_job(cfg, run_dir: Path, overrides: list[str] | None = None, config_error
         return None
     simulated_only = cfg.scenario.name == "max_seq_len" and cfg.scenario.measure == "simulate"
     lock = nullcontext(True) if config_error or simulated_only else measurement_lock(Path(cfg.results_dir), cfg.lock)
-    with _signals_raise(), lock as held:  # a signal while waiting for the lock stops cleanly too
-        if cfg.skip_existing and fp and previous(run_dir, fp) == "current":  # another sweep just made it
-            log.info("skipping %s: made while this job waited for the lock", run_dir)
-            return None
-        staging = jobdir.start(run_dir, overrides or [])
-        try:
+    # Staged before waiting for the lock: a job killed while it waits is reported as incomplete.
+    staging = jobdir.start(run_dir, overrides or [])
+    try:
+        with _signals_raise(), lock as held:  # a signal while waiting for the lock stops cleanly too
+            if cfg.skip_existing and fp and previous(run_dir, fp) == "current":  # another sweep just made it
+                log.info("skipping %s: made while this job waited for the lock", run_dir)
+                jobdir.discard(staging)
+                return None
             with _job_log(staging / "job.log"):
                 return _run_in(staging, cfg, run_dir, fp, held, config_error, overrides)
-        except BaseException:
-            jobdir.discard(staging)
-            raise
+    except BaseException:
+        jobdir.discard(staging)
+        raise
 
 
 def _run_in(staging: Path, cfg, run_dir: Path, fp, held: bool, config_error, overrides) -> pd.DataFrame:
@@ -229,7 +231,10 @@ def to_table(rows: list[dict], cfg, run_id: str, load: dict | None = None, held_
                    "hardware": cfg.hardware.name, "batch_size": getattr(cfg.scenario, "batch_size", 1),
                    "vocab_size": cfg.model.vocab_size, "weights": cfg.model.weights, "experiment": cfg.experiment,
                    "family": cfg.model.family, "match_vocab": cfg.model.match_vocab,
-                   "architecture": ",".join(f"{k}={v}" for k, v in sorted(dict(cfg.model.architecture).items()))}
+                   # The YAML's architecture describes random weights; a checkpoint brings its own (the
+                   # rows' n_layers, d_model, params and checkpoint say what was loaded).
+                   "architecture": ",".join(f"{k}={v}" for k, v in sorted(dict(cfg.model.architecture).items()))
+                   if cfg.model.weights == "random" else None}
     run_columns.update({k: v for k, v in settings(cfg).items() if k not in run_columns})
     table = pd.DataFrame([{**run_columns, "status": "ok", "reason": None, **(load or {}), **row} for row in rows])
     _flag(table, cfg, load or {}, held_lock)

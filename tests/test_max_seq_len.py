@@ -326,3 +326,14 @@ def test_the_hosts_refusal_is_an_oom_trial_not_a_lost_search():
     with pytest.raises(RuntimeError, match="unrelated"):
         with tracker.track(limit_bytes=None):
             raise RuntimeError("unrelated")
+
+
+def test_a_measured_search_on_nan_weights_is_invalid_not_a_length():
+    from bench.backends.base import InvalidOutput
+
+    backend = loaded(TinyMamba)
+    with torch.no_grad():
+        backend.model.backbone.embeddings.weight.fill_(float("nan"))
+    cfg = MaxSeqLenConfig(measure="cpu", modes=["parallel"], start_len=64, max_len=256, resolution=64)
+    with pytest.raises(InvalidOutput, match="non-finite logits"):
+        search(cfg, backend, hardware_for(backend, 8 * MiB))

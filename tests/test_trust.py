@@ -405,3 +405,17 @@ def test_a_simulated_max_prompt_search_runs_on_a_pretrained_checkpoint(hidden_na
                                  "scenario.measure=simulate", "scenario.max_len=8192", "hardware=tiny_budget"]),
                            tmp_path / "run")
     assert set(table["status"]) == {"ok"} and set(table["source"]) == {"simulated"}, table["reason"].dropna().head()
+
+
+def test_a_job_killed_while_it_waits_for_the_lock_is_left_as_incomplete(tmp_path):
+    with measurement_lock(tmp_path):  # another sweep is measuring
+        proc = bench(tmp_path, "hydra.mode=RUN", "model=dummy", *QUICK, wait=False)
+        try:
+            deadline = time.time() + 120
+            while time.time() < deadline and not list(tmp_path.glob("runs/smoke/.*staging*/job.json")):
+                time.sleep(0.2)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    (staging,) = tmp_path.glob("runs/smoke/.*staging*")
+    assert json.loads((staging / jobdir.JOB_FILE).read_text())["pid"] == proc.pid

@@ -166,6 +166,8 @@ def search(cfg: MaxSeqLenConfig, backend, hardware) -> list[dict]:
     tracker = make_tracker(cfg.measure, device=backend.device, cap_bytes=budget,
                            kernels=getattr(hardware, "kernels", "cpu"))
     load_backend(backend, tracker)
+    if not isinstance(tracker, SimulateTracker):  # real weights: finite outputs, or the run is invalid
+        backend.probe()
     tracker.clean()
     weights = tracker.live_bytes()
     state_label = "kv_cache" if backend.arch == "transformer" else "ssm_state"
