@@ -138,3 +138,79 @@ def test_an_empty_task_file_is_named(tmp_path):
     empty.write_text("")
     with pytest.raises(ValueError, match=f"{empty}: task data file is empty"):
         write_lm_eval_tasks(tmp_path / "tasks", data)
+
+
+# ----------------------------------------------------------------------------- HFLM as the oracle
+
+BOS = "<|begin_of_text|>"
+
+
+def _bos_tokenizer():
+    """The local tokenizer with a BOS that it prepends by default, as Llama 3's and Mistral's do."""
+    import copy
+
+    from tokenizers.processors import TemplateProcessing
+    from transformers import PreTrainedTokenizerFast
+
+    backend = copy.deepcopy(local_tokenizer().backend_tokenizer)
+    backend.add_special_tokens([BOS])
+    bos = backend.token_to_id(BOS)
+    backend.post_processor = TemplateProcessing(single=f"{BOS} $A", pair=f"{BOS} $A $B",
+                                                special_tokens=[(BOS, bos)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token=BOS, eos_token="<|endoftext|>",
+                                  pad_token="<|endoftext|>")
+    assert tok.encode("1 + 2")[0] == bos and tok.encode("1 + 2", add_special_tokens=False)[0] != bos
+    return tok
+
+
+def _tiny_llama(vocab):
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=vocab, hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=2, num_attention_heads=4,
+                                        num_key_value_heads=2)).eval()
+
+
+def _evaluate(lm, tasks, out_dir, limit):
+    from lm_eval import simple_evaluate
+    from lm_eval.tasks import TaskManager
+
+    from bench.evals.local_tasks import write_lm_eval_tasks
+
+    manager = TaskManager(include_path=str(write_lm_eval_tasks(out_dir)), include_defaults=False)
+    return simple_evaluate(model=lm, tasks=tasks, task_manager=manager, limit=limit, log_samples=True,
+                           bootstrap_iters=0, random_seed=0, numpy_random_seed=0, torch_random_seed=0,
+                           fewshot_random_seed=0)["samples"]
+
+
+def test_bos_as_hflm_defaults(tmp_path):
+    """With a tokenizer that prepends BOS, our LM scores every request as HFLM does under its defaults
+    (BOS on every context, none doubled, BOS as the empty context): same token ids, same
+    loglikelihoods, same picks, same greedy generations. Without BOS the loglikelihoods move."""
+    from lm_eval.models.huggingface import HFLM
+
+    from bench.evals.lm_eval_model import TorchLM
+
+    tok = _bos_tokenizer()
+    model = _tiny_llama(len(tok))
+    ours, oracle = TorchLM(model, tok, batch_size=4), HFLM(pretrained=model, tokenizer=tok, batch_size=4)
+    assert oracle.add_bos_token is None  # its default: the tokenizer decides
+    for text in ("12 + 7 =", BOS + "12 + 7 =", " equal"):
+        assert ours.tok_encode(text) == oracle.tok_encode(text), text
+        assert ours.tok_encode(text, add_special_tokens=False) == oracle.tok_encode(text, add_special_tokens=False)
+    assert ours.prefix_token_id == oracle.prefix_token_id == tok.bos_token_id
+
+    tasks = ["ssmb_compare", "ssmb_arithmetic", "ssmb_boolean_expressions"]
+    a = _evaluate(ours, tasks, tmp_path / "ours", limit=20)
+    b = _evaluate(oracle, tasks, tmp_path / "hflm", limit=20)
+    no_bos = _evaluate(TorchLM(model, tok, batch_size=4, add_bos_token=False), tasks[:2], tmp_path / "nobos", limit=20)
+    for task in tasks[:2]:
+        assert [s["doc_id"] for s in a[task]] == [s["doc_id"] for s in b[task]]
+        ll_a = torch.tensor([[float(ll) for ll, _ in s["filtered_resps"]] for s in a[task]])
+        ll_b = torch.tensor([[float(ll) for ll, _ in s["filtered_resps"]] for s in b[task]])
+        torch.testing.assert_close(ll_a, ll_b, rtol=1e-4, atol=1e-4)
+        assert (ll_a.argmax(1) == ll_b.argmax(1)).all()
+        assert [s["acc"] for s in a[task]] == [s["acc"] for s in b[task]]
+        ll_c = torch.tensor([[float(ll) for ll, _ in s["filtered_resps"]] for s in no_bos[task]])
+        assert (ll_c - ll_b).abs().max() > 1e-2  # the check can fail: BOS moves the scores
+    gen = "ssmb_boolean_expressions"
+    assert [s["filtered_resps"] for s in a[gen]] == [s["filtered_resps"] for s in b[gen]]

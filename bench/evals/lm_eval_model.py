@@ -1,10 +1,13 @@
 """An lm-eval `LM` over any in-memory causal model that returns logits: registered as "ssm_bench".
 
-Why not lm-eval's HFLM: in lm-eval 0.4.13, `lm_eval.models.huggingface` imports `accelerate` at
-module level, which this project does not install; and HFLM's batched generation left-pads,
-which an SSM cannot ignore (pad tokens go through the state). This class is the small part of
-HFLM that we need, with the same scoring rules, for both architectures:
+Why not lm-eval's HFLM: its batched generation left-pads, which an SSM cannot ignore (pad tokens
+go through the state), and it wants a transformers model, which the in-repo MambaLM is not. This
+class is the small part of HFLM that we need, with the same rules under HFLM's defaults, for both
+architectures (tests/test_evals_lm_eval.py checks it against HFLM request by request):
 
+- tokens: as HFLM with add_bos_token=None, the tokenizer's own default decides special tokens, so
+  a tokenizer that prepends BOS (Llama 3, Mistral) gets it on every context, unless the text
+  already starts with it; an empty context is the BOS token (EOS when there is none).
 - loglikelihood: context + continuation, truncated on the left to max_length + 1 tokens; the
   continuation's log-probs come from the positions that predict it (as HFLM's causal path).
   Requests are sorted longest first and right-padded into batches; right padding cannot change
@@ -24,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
+from lm_eval.models.utils import has_bos_prefix
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from models.mamba import MambaLM
@@ -34,8 +38,10 @@ class TorchLM(TemplateLM):
     backend = "causal"
 
     def __init__(self, model, tokenizer, batch_size: int = 8, max_length: int = 2048,
-                 max_gen_toks: int = 256):
+                 max_gen_toks: int = 256, add_bos_token: bool | None = None):
+        """add_bos_token: HFLM's argument; None (its default) leaves it to the tokenizer."""
         super().__init__()
+        self.add_bos_token = add_bos_token
         if hasattr(model, "mamba") and isinstance(model.mamba, MambaLM):
             model = model.mamba  # SsmBenchMambaForCausalLM: use the MambaLM (and its cache) directly
         self.model = model.eval()
@@ -57,8 +63,26 @@ class TorchLM(TemplateLM):
     def tokenizer_name(self) -> str:
         return type(self.tokenizer).__name__
 
+    @property
+    def prefix_token_id(self) -> int:
+        """What an empty context is conditioned on, and the rolling windows' first token (HFLM's)."""
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.eot_token_id
+
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
-        return self.tokenizer.encode(string, add_special_tokens=bool(add_special_tokens))
+        """HFLM's tok_encode: an explicit flag wins, then add_bos_token, then the tokenizer's default;
+        a string that already starts with the prefix token's text gets no second one."""
+        flag = add_special_tokens if add_special_tokens is not None else self.add_bos_token
+        if add_special_tokens is None and has_bos_prefix(string, self.tokenizer.decode(self.prefix_token_id)):
+            flag = False
+        return self.tokenizer.encode(string, **({} if flag is None else {"add_special_tokens": flag}))
+
+    def _encode_prompt(self, string: str) -> list[int]:
+        """A generation prompt as HFLM's tok_batch_encode encodes it (its BOS test reads bos_token)."""
+        flag = self.add_bos_token
+        if has_bos_prefix(string, getattr(self.tokenizer, "bos_token", None)):
+            flag = False
+        return self.tokenizer.encode(string, **({} if flag is None else {"add_special_tokens": flag}))
 
     def tok_decode(self, tokens) -> str:
         return self.tokenizer.decode(tokens, skip_special_tokens=True)
@@ -117,7 +141,7 @@ class TorchLM(TemplateLM):
             max_new = int(kwargs.pop("max_gen_toks", self.max_gen_toks))
             if kwargs.get("do_sample"):
                 raise ValueError("ssm_bench LM decodes greedily only; the task asked for do_sample=True")
-            ids = self.tok_encode(context)[-max(1, self.max_length - max_new):]
+            ids = self._encode_prompt(context)[-max(1, self.max_length - max_new):]
             out.append((ids, until, max_new))
         return [self._cut(text, until) for text, (_, until, _) in zip(self._generate_all(out), out)]
 
