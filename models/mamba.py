@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.ops import scan_backend
+from models.ops.selective_scan import dt_proj_softplus
 
 MODEL_TYPES = ("mamba", "falcon_mamba")
 # config.json's model_type for models/hf.py's wrapper (its save_pretrained output); the flavour,
@@ -257,8 +258,7 @@ class MambaMixer(nn.Module):
         dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
         if self.mixer_rms_eps is not None:
             dt, B, C = (rms_normalize(t, self.mixer_rms_eps) for t in (dt, B, C))
-        dt = F.softplus(_fp32(self.dt_proj(dt)))
-        return dt, B, C
+        return dt_proj_softplus(dt, self.dt_proj.weight, self.dt_proj.bias), B, C  # bias added in float32
 
     def _A(self) -> Tensor:
         """A = -exp(A_log) in float32, (D, N); recomputed only when A_log changes."""

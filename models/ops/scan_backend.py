@@ -2,7 +2,7 @@
 
 Prefill scan, on CUDA tensors:
 - mamba_ssm's CUDA kernel when it is installed and no initial state is passed (its
-  selective_scan_fn takes none);
+  selective_scan_fn takes none), fed float32 inputs so that delta stays float32;
 - else our Triton kernel (models/ops/triton_selective_scan.py), which takes an initial state,
   so chunked and sequential prefill stay on the GPU path;
 - else our chunked PyTorch scan.
@@ -57,12 +57,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     """Token-major contract of selective_scan_chunked: u, delta, z (b, l, d); B, C (b, l, n)."""
     if _mamba_ssm_scan is not None and u.is_cuda and initial_state is None:
         used.add("mamba_ssm")
-        y, last_state = _mamba_ssm_scan(
-            u.transpose(1, 2), delta.transpose(1, 2).to(u.dtype), A, B.transpose(1, 2), C.transpose(1, 2),
-            D.float() if D is not None else None, z.transpose(1, 2) if z is not None else None,
-            return_last_state=True,
-        )
-        return y.transpose(1, 2), last_state.float()
+        return mamba_ssm_scan(u, delta, A, B, C, D, z)
     if _triton_scan is not None and use_triton and u.is_cuda:
         used.add("triton")
         return _triton_scan(u, delta, A, B, C, D, z, initial_state=initial_state)
@@ -72,6 +67,26 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     used.add("torch_chunked")
     return torch_ops.selective_scan_chunked(u, delta, A, B, C, D, z, initial_state=initial_state,
                                             chunk_size=chunk_size)
+
+
+def mamba_ssm_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
+                   z: Tensor | None = None, kernel=None) -> tuple[Tensor, Tensor]:
+    """mamba_ssm's selective_scan_fn (channel-major) under our token-major contract, no initial state.
+
+    Its kernel takes delta, B, C and z in u's dtype. delta arrives in float32 after softplus;
+    rounding it to bfloat16 costs ~1e-3 relative error in the final state, so the inputs are
+    brought up to delta's dtype instead (the kernel computes in float32 either way), at the cost
+    of float32 copies of u and z. y comes back in u's dtype. kernel: selective_scan_fn's stand-in.
+    """
+    kernel = kernel or _mamba_ssm_scan
+    io = torch.promote_types(u.dtype, delta.dtype)
+
+    def channel_major(t: Tensor | None) -> Tensor | None:
+        return None if t is None else t.transpose(1, 2).to(io)
+
+    y, last_state = kernel(channel_major(u), channel_major(delta), A, channel_major(B), channel_major(C),
+                           D.float() if D is not None else None, channel_major(z), return_last_state=True)
+    return y.transpose(1, 2).to(u.dtype), last_state.float()
 
 
 def selective_state_update(state: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,

@@ -139,8 +139,21 @@ def selective_step_inputs(
     if rms_eps is not None:
         normalize = normalize or _rms_normalize
         dt, B, C = (normalize(t, rms_eps) for t in (dt, B, C))
-    dt = F.softplus(_fp32(F.linear(dt, dt_proj_weight, dt_proj_bias)))  # (b, D)
-    return dt, B, C
+    return dt_proj_softplus(dt, dt_proj_weight, dt_proj_bias), B, C  # dt (b, D) float32
+
+
+def dt_proj_softplus(dt: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """delta = softplus(dt @ weight.T + bias), returned in float32.
+
+    The product comes out in the weights' dtype (as F.linear and cuBLAS return it); the bias is
+    added and the softplus taken in float32, as mamba_ssm's kernels and transformers' CUDA path
+    do (delta_bias / dt_bias). Adding it in bfloat16 first would round the sum to the bias's
+    magnitude (bias ~ -5: steps of 2**-5), an error softplus carries into delta.
+    """
+    if weight.dtype == torch.float32:  # one fused addmm: the bias is added in float32 anyway
+        return F.softplus(F.linear(dt, weight, bias))
+    dt = F.linear(dt, weight).float()
+    return F.softplus(dt if bias is None else dt.add_(bias))
 
 
 def selective_step_ref(

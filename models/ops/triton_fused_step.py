@@ -9,7 +9,7 @@ selective_step_fused_triton is the GPU twin of models.ops.selective_scan.selecti
 
     dt, B, C = split(x_dbl, [R, N, N])          # (b, R), (b, N), (b, N)
     dt, B, C = rms_normalize(dt), ...           # Falcon Mamba only; float32, back in x_dbl's dtype
-    dt = softplus(dt @ W.T + bias)              # (b, D), rounded to x_dbl's dtype as F.linear does
+    dt = softplus(dt @ W.T + bias)              # (b, D); dt @ W.T rounded to x_dbl's dtype, + bias in fp32
     state = exp(dt * A) * state + dt * x * B    # (b, D, N) float32, in place
     y = (<state, C> + D * x) * silu(z)          # (b, D) in x's dtype
 
@@ -98,9 +98,10 @@ def _fused_step_kernel(
         w = tl.load(w_ptr + offs_d[:, None] * s_w_d + offs_r[None, :] * s_w_r,
                     mask=mask_d[:, None] & mask_r[None, :], other=0.0).to(tl.float32)  # (BLOCK_D, BLOCK_R)
         acc += tl.sum(w * v[None, :], axis=1)
-    if HAS_BIAS:
+    acc = acc.to(io_dtype).to(tl.float32)  # the product rounded as F.linear returns it
+    if HAS_BIAS:  # the bias added in float32, as selective_scan.dt_proj_softplus does
         acc += tl.load(bias_ptr + offs_d, mask=mask_d, other=0.0).to(tl.float32)
-    dt = _softplus(acc.to(io_dtype).to(tl.float32))  # (BLOCK_D,); F.linear returns io_dtype
+    dt = _softplus(acc)  # (BLOCK_D,)
 
     # The state update and gated output, the same code as the unfused kernel's.
     state_ptrs = state_ptr + pid_b * s_s_b + offs_d[:, None] * s_s_d + offs_n[None, :] * s_s_n
