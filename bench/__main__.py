@@ -1,4 +1,4 @@
-"""`python -m bench [overrides]`: the Hydra entry point. One job = one model x scenario x hardware.
+"""`ssm-bench [overrides]` (or `python -m bench`): the Hydra entry point. One job = one model x scenario x hardware.
 
     python -m bench                                     # the smoke experiment (tiny models, CPU)
     python -m bench -m model=tiny_mamba,tiny_llama scenario.new_tokens=1000,4000
@@ -25,14 +25,15 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from bench import invocation  # noqa: E402
-from bench.config import ConfigError, register_configs  # noqa: E402  (ConfigError is a ValueError)
+from bench.config import CONFIG_DIR, ConfigError, register_configs  # noqa: E402  (ConfigError is a ValueError)
 
 log = logging.getLogger("bench")
 register_configs()
 invocation.begin()  # the top-level process: jobs (in any launcher's processes) report to it
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="config")
+# An absolute path: the same configs whether run as `python -m bench` or as the `ssm-bench` script.
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig):
     from bench.runner import Interrupted, run_job, worst_status
 
@@ -75,9 +76,14 @@ def _remove_if_empty(path: str) -> None:
         pass
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The `ssm-bench` console script (pyproject.toml) and `python -m bench`."""
     try:
         main()
     finally:
         code = invocation.finish()
     sys.exit(code)
+
+
+if __name__ == "__main__":
+    cli()

@@ -16,6 +16,7 @@ Three adaptations, all kept here:
 
 from __future__ import annotations
 
+import logging
 import multiprocessing
 import os
 import statistics
@@ -93,7 +94,9 @@ def _measure(model_dir: str, settings: dict) -> dict:
         no_weights=False, library="transformers", task="text-generation", model_type=s.model_type,
         torch_dtype=s.dtype, model_kwargs={"vocab_size": s.vocab_size},
         cache_implementation="static" if s.kv_cache == "static" else None)
-    # Inline: this spawned process is already the benchmark's own process.
+    # Inline: this spawned process is already the benchmark's own process, so the launcher's
+    # "only recommended for debugging ... not for benchmarking" warning does not apply here.
+    logging.getLogger(ob.InlineConfig.name).setLevel(logging.ERROR)
     config = ob.BenchmarkConfig(name="ssm-bench-crosscheck", launcher=ob.InlineConfig(), scenario=scenario,
                                 backend=backend, log_report=False, print_report=False)
     report = ob.Benchmark.launch(config).to_dict()
