@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -243,10 +244,20 @@ def job_dirname(overrides: str) -> str:
     return f"{flat[:MAX_DIRNAME - 11].rstrip(',')}-{digest}"
 
 
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def config_groups() -> str:
+    """The `--help` list of each config group's options: its YAML files, not the typed schemas."""
+    groups = sorted(d for d in CONFIG_DIR.iterdir() if d.is_dir() and d.name != "hydra")
+    return "".join(f"{d.name}: {', '.join(sorted(f.stem for f in d.glob('*.yaml')))}\n" for d in groups)
+
+
 def register_configs(extra_scenarios: dict | None = None):
     from bench.scenarios.max_seq_len import MaxSeqLenConfig
 
     OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
+    OmegaConf.register_new_resolver("config_groups", config_groups, replace=True)
     extra_scenarios = {"max_seq_len": MaxSeqLenConfig, **(extra_scenarios or {})}
     cs = ConfigStore.instance()
     cs.store(name="bench_schema", node=BenchConfig)

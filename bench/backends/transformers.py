@@ -9,6 +9,8 @@ the misfits and run the rest on random weights).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import transformers
 from torch import Tensor
@@ -33,6 +35,8 @@ class TransformersBackend(Backend):
         super().__init__(model_cfg, device, dtype)
         self.kv_cache = kv_cache
         self.max_cache_len = max_cache_len
+        if device.type == "cpu":  # "install causal_conv1d": a CUDA-only package, nothing to do on a CPU
+            transformers.logging.get_logger("transformers.integrations.hub_kernels").setLevel(logging.ERROR)
 
     @property
     def arch(self) -> str:
