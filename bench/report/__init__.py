@@ -89,8 +89,9 @@ def write_report(roots: list[Path] | None = None, out: Path = DEFAULT_OUT) -> Re
         table.to_parquet(new / "all_results.parquet", index=False)
         figures, figure_notes = plots.draw_all(table, new / "plots")
         report_sections = sections.build(collection, table, figures, figure_notes)
-        (new / "report.md").write_text(render.markdown(report_sections))
-        (new / "report.html").write_text(render.html_page(report_sections, new / "plots"))
+        text = render.markdown(report_sections)
+        (new / "report.md").write_text(text)
+        (new / "report.html").write_text(render.html_page(text, new / "plots"))
     return Report(out, collection, figures)
 
 

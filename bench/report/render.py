@@ -1,14 +1,16 @@
 """Writes the sections out: report.md (pictures linked from plots/) and a self-contained
-report.html (pictures embedded as base64 PNG, so the one file can be mailed or archived)."""
+report.html, rendered from that same Markdown (markdown-it-py) with its pictures embedded as
+base64 PNG, so the one file can be mailed or archived."""
 
 from __future__ import annotations
 
 import base64
-import html
-import re
 from pathlib import Path
 
+import jinja2
 import pandas as pd
+from markdown_it import MarkdownIt
+from mdit_py_plugins.anchors import anchors_plugin
 
 from bench.report.sections import FigureRef, Section
 from bench.report.tables import to_markdown
@@ -16,9 +18,14 @@ from bench.report.tables import to_markdown
 TITLE = "ssm-bench report"
 
 
+def _slug(title: str) -> str:
+    """GitHub-style heading anchor (the one GitHub renders for report.md)."""
+    return "".join(c for c in title.lower() if c.isalnum() or c in " _-").replace(" ", "-")
+
+
 def markdown(sections: list[Section], plots_dir: str = "plots") -> str:
     out = [f"# {TITLE}", ""]
-    out += [f"- [{s.title}](#{_anchor(s.title)})" for s in sections] + [""]
+    out += [f"- [{s.title}](#{_slug(s.title)})" for s in sections] + [""]
     for s in sections:
         out += [f"## {s.title}", ""]
         for item in s.items:
@@ -34,50 +41,32 @@ def markdown(sections: list[Section], plots_dir: str = "plots") -> str:
     return "\n".join(out)
 
 
-def _anchor(title: str) -> str:
-    """GitHub-style heading anchor."""
-    return re.sub(r"[^a-z0-9 _-]", "", title.lower()).replace(" ", "-")
-
-
-_CSS = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width: 1100px; margin: 2em auto;
-       padding: 0 1em; color: #222; line-height: 1.45; }
+# Wide tables widen the page rather than hide columns behind a scrollbar.
+_PAGE = jinja2.Template("""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title><style>
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; padding: 0 1em;
+       max-width: 1100px; color: #222; line-height: 1.45; }
 h1 { border-bottom: 2px solid #444; } h2 { border-bottom: 1px solid #ccc; margin-top: 2em; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; display: block; overflow-x: auto; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.85em; width: max-content; max-width: 96vw; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { white-space: nowrap; } td { min-width: 4em; }
-th { background: #f0f0f0; } tr:nth-child(even) td { background: #fafafa; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption { font-style: italic; color: #555; font-size: 0.9em; }
+th { background: #f0f0f0; white-space: nowrap; } tr:nth-child(even) td { background: #fafafa; }
+img { max-width: 100%; border: 1px solid #eee; }
 code { background: #f3f3f3; padding: 0 3px; border-radius: 3px; }
-nav ul { columns: 2; }
-"""
+</style></head>
+<body>
+{{ body }}
+</body></html>
+""", autoescape=False)
 
 
-def _inline(text: str) -> str:
-    """Escapes text, then the two markdown marks the sections use: `code` and **bold**, *italic*."""
-    text = html.escape(str(text))
-    text = re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
-    text = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", text)
-    return re.sub(r"\*([^*]+)\*", r"<em>\1</em>", text)
-
-
-def html_page(sections: list[Section], plots_dir: Path) -> str:
-    body = [f"<h1>{TITLE}</h1>", "<nav><ul>"]
-    body += [f'<li><a href="#{_anchor(s.title)}">{html.escape(s.title)}</a></li>' for s in sections]
-    body.append("</ul></nav>")
-    for s in sections:
-        body.append(f'<h2 id="{_anchor(s.title)}">{html.escape(s.title)}</h2>')
-        for item in s.items:
-            if isinstance(item, pd.DataFrame):
-                body.append(item.to_html(index=False, na_rep="", border=0, escape=True))
-            elif isinstance(item, FigureRef):
-                data = base64.b64encode((plots_dir / f"{item.name}.png").read_bytes()).decode("ascii")
-                body.append(f'<figure><img alt="{html.escape(item.caption)}" src="data:image/png;base64,{data}">'
-                            f"<figcaption>{_inline(item.caption)}</figcaption></figure>")
-            elif isinstance(item, list):
-                body.append("<ul>" + "".join(f"<li>{_inline(b)}</li>" for b in item) + "</ul>")
-            else:
-                body.append(f"<p>{_inline(item)}</p>")
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{TITLE}</title><style>{_CSS}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n")
+def html_page(markdown_text: str, plots_dir: Path) -> str:
+    """report.md as one HTML file: the pictures under plots/ embedded."""
+    md = MarkdownIt("commonmark", {"html": False}).enable("table").use(anchors_plugin, max_level=2, slug_func=_slug)
+    tokens = md.parse(markdown_text)
+    for token in tokens:
+        for child in token.children or []:
+            src = child.attrGet("src") if child.type == "image" else None
+            if src and src.endswith(".png"):
+                data = base64.b64encode((plots_dir / Path(src).name).read_bytes()).decode("ascii")
+                child.attrSet("src", f"data:image/png;base64,{data}")
+    return _PAGE.render(title=TITLE, body=md.renderer.render(tokens, md.options, {}))

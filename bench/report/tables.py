@@ -1,7 +1,6 @@
 """Small helpers that turn result rows into readable tables (numbers formatted, units in headers).
 
-`to_markdown` uses pandas' DataFrame.to_markdown when `tabulate` is installed and writes a plain
-pipe table otherwise, so the report never needs it.
+Cells are formatted here, once; tabulate only lays them out (`to_markdown`).
 """
 
 from __future__ import annotations
@@ -69,13 +68,8 @@ def fmt_count(n: float) -> str:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    """Missing cells blank; cells that read 'nan' (a measured NaN, formatted) stay."""
+    """A pipe table (tabulate). Missing cells blank; cells that read 'nan' (a measured NaN,
+    formatted) stay; a `|` or line break inside a cell would end it, so they are escaped."""
     text = df.astype(object).where(df.notna(), "").astype(str)
-    try:
-        return text.to_markdown(index=False)
-    except ImportError:  # no tabulate: a plain pipe table
-        esc = lambda s: str(s).replace("|", "\\|")  # noqa: E731
-        lines = ["| " + " | ".join(esc(c) for c in text.columns) + " |",
-                 "|" + "|".join("---" for _ in text.columns) + "|"]
-        lines += ["| " + " | ".join(esc(v) for v in row) + " |" for row in text.itertuples(index=False)]
-        return "\n".join(lines)
+    text = text.map(lambda s: s.replace("|", "\\|").replace("\n", " "))
+    return text.to_markdown(index=False, tablefmt="pipe", disable_numparse=True)
