@@ -1,0 +1,87 @@
+"""
+DeiT-Ti and DeiT-S (Touvron et al., 2021: a ViT trained data-efficiently), the Transformer side
+of the Vision Mamba comparison, from the field's libraries:
+
+- impl `timm`: timm's `deit_tiny_patch16_224` / `deit_small_patch16_224`, with
+  `dynamic_img_size=True` (position embeddings resampled to any grid) and each attention
+  block's `fused_attn` switch (SDPA or the explicit softmax(QK^T)V). timm imports torchvision
+  unconditionally, so it needs a torchvision that loads beside this torch.
+- impl `transformers`: transformers' ViTForImageClassification with the same architecture (DeiT
+  without the distillation token is a ViT: patch 16, class token first, pre-norm blocks with
+  LayerNorm eps 1e-6, GELU MLP, qkv bias, final LayerNorm, linear head on the class token), with
+  `interpolate_pos_encoding=True` and `attn_implementation` "sdpa" or "eager".
+
+Attention kinds (ATTENTIONS): "sdpa" is torch's scaled_dot_product_attention (fused: flash or
+memory-efficient kernels, no (N, N) score matrix kept), "eager" builds the (heads, N, N) scores
+and their softmax, so its memory grows with the square of the tokens.
+
+Both take images (b, 3, H, W), H and W multiples of 16, and return logits (b, num_classes).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+ATTENTIONS = ("sdpa", "eager")
+DEIT_IMPLS = ("timm", "transformers")
+
+
+class DeiT(nn.Module):
+    """One DeiT, whichever library built it: forward(images) -> logits at any image size.
+    `config` answers the harness's description fields (model_type, hidden_size, num_hidden_layers)."""
+
+    def __init__(self, model: nn.Module, impl: str, attention: str, hidden_size: int, num_hidden_layers: int):
+        super().__init__()
+        self.model, self.impl, self.attention = model, impl, attention
+        self.config = type("DeiTDescription", (), {"model_type": "deit", "hidden_size": hidden_size,
+                                                   "num_hidden_layers": num_hidden_layers})()
+
+    @torch.no_grad()
+    def forward(self, images: Tensor) -> Tensor:
+        images = images.to(next(self.model.parameters()).dtype)
+        if self.impl == "timm":
+            return self.model(images)
+        return self.model(pixel_values=images, interpolate_pos_encoding=True).logits
+
+
+def build_deit(architecture: dict, impl: str, attention: str, device=None, dtype=None) -> DeiT:
+    """architecture: ViT hyperparameters as transformers names them (hidden_size,
+    num_hidden_layers, num_attention_heads, intermediate_size, image_size, patch_size,
+    layer_norm_eps, num_labels) and `timm_model`, timm's name for the same model."""
+    if attention not in ATTENTIONS:
+        raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+    arch = dict(architecture)
+    timm_name = arch.pop("timm_model", None)
+    if impl == "timm":
+        model = _timm_deit(timm_name, arch, attention)
+    elif impl == "transformers":
+        model = _transformers_deit(arch, attention)
+    else:
+        raise ValueError(f"DeiT impl must be one of {DEIT_IMPLS}, got {impl!r}")
+    model = model.to(device=device, dtype=dtype).eval()
+    return DeiT(model, impl, attention, arch["hidden_size"], arch["num_hidden_layers"])
+
+
+def _transformers_deit(arch: dict, attention: str) -> nn.Module:
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(qkv_bias=True, hidden_act="gelu", **arch)
+    config._attn_implementation = attention  # "sdpa" | "eager": transformers' own switch
+    return ViTForImageClassification(config)
+
+
+def _timm_deit(name: str | None, arch: dict, attention: str) -> nn.Module:
+    if not name:
+        raise ValueError("model.architecture.timm_model: needed with model.impl=timm (e.g. deit_tiny_patch16_224)")
+    try:
+        import timm
+    except (ImportError, RuntimeError) as e:  # a torchvision that does not load raises RuntimeError
+        raise ImportError(f"model.impl=timm: timm does not import here ({type(e).__name__}: {e}); timm needs "
+                          f"a torchvision built for this torch. Use model.impl=transformers (same architecture)") from e
+    model = timm.create_model(name, pretrained=False, dynamic_img_size=True, num_classes=arch.get("num_labels", 1000))
+    for module in model.modules():
+        if hasattr(module, "fused_attn"):
+            module.fused_attn = attention == "sdpa"
+    return model
