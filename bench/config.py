@@ -26,6 +26,8 @@ DEVICES = ("auto", "cpu", "cuda")
 KERNELS = ("cpu", "cuda")
 PREFILL_MODES = ("parallel", "sequential")
 KV_CACHES = ("dynamic", "static")
+GENERATION_MODES = ("full", "sampled")
+GENERATION_MEASURES = ("device", "simulate")
 HARNESSES = {"lm_eval": ("local", "v2"), "lighteval": ("local", "v1")}  # harness -> its suites
 
 
@@ -115,9 +117,14 @@ class GenerationConfig(ScenarioConfig):
     prefill_mode: str = "parallel"
     chunk_size: int = 1  # sequential prefill only
     kv_cache: str = "dynamic"  # Transformers: transformers' DynamicCache or StaticCache
-    warmup_tokens: int = 16  # generated (and discarded) before the measured repeats
+    warmup_tokens: int = 16  # generated (and discarded) before the measured repeats (sampled: before each window)
     repeats: int = 3
     progress: bool = True
+    # full: every token generated (the release's procedure); sampled: a window timed at each of
+    # `contexts` (state lengths), each state built by a prefill (bench/scenarios/generation.py).
+    mode: str = "full"
+    contexts: List[int] = field(default_factory=list)
+    measure: str = "device"  # simulate: the sampled mode's memory on fake tensors, no timing
 
     def __post_init__(self):
         for name in ("prompt_len", "new_tokens", "window", "batch_size", "chunk_size", "repeats"):
@@ -126,6 +133,14 @@ class GenerationConfig(ScenarioConfig):
         _one_of("scenario.kv_cache", self.kv_cache, KV_CACHES)
         if self.warmup_tokens < 0:
             raise ConfigError(f"scenario.warmup_tokens: must be >= 0, got {self.warmup_tokens}")
+        _one_of("scenario.mode", self.mode, GENERATION_MODES)
+        _one_of("scenario.measure", self.measure, GENERATION_MEASURES)
+        self.contexts = list(self.contexts)
+        if self.mode == "sampled" and (not self.contexts or min(self.contexts) < self.prompt_len):
+            raise ConfigError(f"scenario.contexts: the sampled mode needs context lengths >= prompt_len "
+                              f"({self.prompt_len}), got {self.contexts}")
+        if self.measure == "simulate" and self.mode != "sampled":
+            raise ConfigError("scenario.measure: simulate runs the sampled mode only (scenario.mode=sampled)")
 
 
 @dataclass
@@ -144,6 +159,8 @@ class CrossCheckConfig(GenerationConfig):
     def __post_init__(self):
         super().__post_init__()
         _positive("scenario.rounds", self.rounds)
+        if self.mode != "full" or self.measure != "device":
+            raise ConfigError("scenario.mode: the crosscheck compares full generations measured on the device")
         if self.prefill_mode != "parallel":
             raise ConfigError("scenario.prefill_mode: optimum-benchmark prefills in parallel only")
         if self.new_tokens < 2:

@@ -69,7 +69,7 @@ def run_job(cfg, run_dir: Path, overrides: list[str] | None = None, config_error
     if cfg.skip_existing and fp and previous(run_dir, fp) == "current":
         log.info("skipping %s: current results already there (skip_existing=false reruns it)", run_dir)
         return None
-    simulated_only = cfg.scenario.name == "max_seq_len" and cfg.scenario.measure == "simulate"
+    simulated_only = getattr(cfg.scenario, "measure", None) == "simulate"  # fake tensors: nothing timed
     lock = nullcontext(True) if config_error or simulated_only else measurement_lock(Path(cfg.results_dir), cfg.lock)
     # Staged before waiting for the lock: a job killed while it waits is reported as incomplete.
     staging = jobdir.start(run_dir, overrides or [])
@@ -164,6 +164,7 @@ def measure(cfg, out_dir: Path | None = None) -> list[dict]:
     from bench.backends import get_backend_class
     from bench.backends.base import InvalidOutput
     from bench.device import DTYPES, resolve_device
+    from bench.scenarios.generation import longest_sequence
 
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -173,10 +174,11 @@ def measure(cfg, out_dir: Path | None = None) -> list[dict]:
     kwargs = {}
     if cfg.model.impl == "transformers" and hasattr(cfg.scenario, "kv_cache"):
         kwargs = {"kv_cache": cfg.scenario.kv_cache,
-                  "max_cache_len": cfg.scenario.prompt_len + cfg.scenario.new_tokens + 1}
+                  "max_cache_len": longest_sequence(cfg.scenario) + 1}
     backend = backend_cls(cfg.model, device, DTYPES[cfg.dtype], **kwargs)
     scenario = importlib.import_module(SCENARIOS[cfg.scenario.name])
-    loads_itself = getattr(scenario, "LOADS_MODEL", False)  # max_seq_len builds it itself (fake tensors)
+    # max_seq_len, and any scenario under measure=simulate, builds it itself (fake tensors)
+    loads_itself = getattr(scenario, "LOADS_MODEL", False) or getattr(cfg.scenario, "measure", None) == "simulate"
     try:
         if not loads_itself:
             backend.load()

@@ -1,0 +1,101 @@
+"""The generation scenario's sampled-context mode: a window timed at each context length from a
+state built by a prefill, on the full mode's axes; and its simulation (fake tensors, memory only).
+The two modes' throughput agreement is a benchmark, not a test: python -m bench.scenarios.generation."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bench.backends import get_backend_class
+from bench.config import ConfigError, register_configs
+from bench.device import DTYPES
+from bench.scenarios import generation
+
+CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
+register_configs()
+SMALL = ["model.vocab_size=512", "scenario.progress=false", "scenario.repeats=1", "scenario.warmup_tokens=2"]
+
+
+def load(overrides=()):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return OmegaConf.to_object(compose(config_name="config", overrides=list(overrides)))
+
+
+def loaded_backend(cfg):
+    backend = get_backend_class(cfg.model.impl)(cfg.model, torch.device("cpu"), DTYPES[cfg.dtype])
+    backend.load()
+    return backend
+
+
+@pytest.mark.parametrize("override,message", [
+    (["scenario.mode=sampled"], "scenario.contexts: the sampled mode needs"),
+    (["scenario.mode=sampled", "scenario.prompt_len=8", "scenario.contexts=[4]"], "scenario.contexts"),
+    (["scenario.mode=everything"], "scenario.mode: 'everything' is not one of"),
+    (["scenario.measure=simulate"], "scenario.measure: simulate runs the sampled mode only"),
+    (["scenario=crosscheck", "scenario.mode=sampled", "scenario.contexts=[8]"], "scenario.mode: the crosscheck"),
+])
+def test_bad_settings_name_their_field(override, message):
+    with pytest.raises(Exception) as e:
+        load(override)
+    assert isinstance(e.value, ConfigError) or isinstance(e.value.__cause__, ConfigError), e.value
+    assert message in str(e.value)
+
+
+def test_longest_sequence_and_steps():
+    full = load(["scenario.new_tokens=100", "scenario.prompt_len=5"]).scenario
+    sampled = load(["scenario.mode=sampled", "scenario.contexts=[64,32]", "scenario.window=16"]).scenario
+    assert generation.longest_sequence(full) == 105 and generation.longest_sequence(sampled) == 80
+    # The full-mode window that starts from a 64-token state (1-token prompt) ends at step 80.
+    assert generation.window_step(sampled, 64) == 80
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_mamba"])
+def test_sampled_windows_sit_on_the_full_modes_steps(model):
+    """The sampled rows carry the full mode's metric names at the steps whose windows start from
+    the same state: the inference state's bytes there are the same, exactly (a KV cache's size
+    counts the tokens it holds)."""
+    window = 8
+    full_cfg = load([f"model={model}", *SMALL, "scenario.new_tokens=32", f"scenario.window={window}"])
+    sampled_cfg = load([f"model={model}", *SMALL, "scenario.mode=sampled", "scenario.contexts=[8,24]",
+                        f"scenario.window={window}"])
+    backend = loaded_backend(full_cfg)
+    full = generation.run(full_cfg, backend)
+    sampled = generation.run(sampled_cfg, backend)
+
+    windowed = {"window_throughput", "state_bytes", "rss"}
+    assert {r["metric"] for r in sampled} == windowed
+    assert {r["step"] for r in sampled} == {16, 32} and {r["context_len"] for r in sampled} == {8, 24}
+    for r in sampled:
+        assert r["source"] == "measured" and r["value"] > 0 and r["context_len"] + window == r["step"]
+    full_state = {r["step"]: r["value"] for r in full if r["metric"] == "state_bytes"}
+    full_context = {r["step"]: r["context_len"] for r in full if r["metric"] == "state_bytes"}
+    for r in (r for r in sampled if r["metric"] == "state_bytes"):
+        assert r["value"] == full_state[r["step"]], (r["step"], r["value"], full_state)
+        assert r["context_len"] == full_context[r["step"]]
+    if model == "tiny_llama":  # a KV cache grows with the context; the SSM state does not
+        by_step = {r["step"]: r["value"] for r in sampled if r["metric"] == "state_bytes"}
+        assert by_step[32] > by_step[16]
+
+
+@pytest.mark.parametrize("model", ["tiny_llama", "tiny_mamba"])
+def test_simulated_memory_matches_the_measured_state(model):
+    """measure=simulate builds the model on fake tensors and reports, per context, the state's
+    bytes (exactly those of a real run), and the peaks of the decode step and of the prefill."""
+    overrides = [f"model={model}", *SMALL, "scenario.mode=sampled", "scenario.contexts=[8,24]", "scenario.window=8"]
+    simulated_cfg = load(overrides + ["scenario.measure=simulate"])
+    backend = get_backend_class(simulated_cfg.model.impl)(simulated_cfg.model, torch.device("cpu"), torch.float32)
+    simulated = generation.run(simulated_cfg, backend)
+    measured = generation.run(load(overrides), loaded_backend(load(overrides)))
+
+    assert {r["source"] for r in simulated} == {"simulated"}
+    assert {r["metric"] for r in simulated} == {"state_bytes", "peak_allocated", "prefill_peak_allocated"}
+    value = {(r["step"], r["metric"]): r["value"] for r in simulated}
+    for r in (r for r in measured if r["metric"] == "state_bytes"):
+        assert value[(r["step"], "state_bytes")] == r["value"]
+    weights = sum(p.numel() * p.element_size() for p in backend.model.parameters())
+    for step in (16, 32):
+        assert value[(step, "peak_allocated")] > weights + value[(step, "state_bytes")]
+        assert value[(step, "prefill_peak_allocated")] > weights
