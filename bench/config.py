@@ -19,13 +19,13 @@ from omegaconf import MISSING, OmegaConf
 from bench.schema import ARCHS
 
 FAMILIES = ("mamba", "falcon_mamba", "llama", "mistral", "dummy")
-IMPLS = ("ssm_bench", "transformers", "dummy")
+IMPLS = ("ssm_bench", "transformers", "dummy", "auto")  # auto: the pairing decides (bench/pairing.py)
 WEIGHTS = ("random", "pretrained")
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 KERNELS = ("cpu", "cuda")
 PREFILL_MODES = ("parallel", "sequential")
-KV_CACHES = ("dynamic", "static")
+KV_CACHES = ("dynamic", "static", "auto")  # auto: the pairing decides
 GENERATION_MODES = ("full", "sampled")
 GENERATION_MEASURES = ("device", "simulate")
 HARNESSES = {"lm_eval": ("local", "v2"), "lighteval": ("local", "v1")}  # harness -> its suites
@@ -50,7 +50,8 @@ class ModelConfig:
     name: str = MISSING
     arch: str = MISSING  # ssm | transformer
     family: str = MISSING  # mamba | falcon_mamba | llama | mistral | dummy: picks the config/model class
-    impl: str = "ssm_bench"  # the backend: ssm_bench (in-repo Mamba) | transformers | dummy (no model)
+    # The backend: ssm_bench (in-repo Mamba) | transformers | dummy (no model) | auto (what `pairing` runs)
+    impl: str = "auto"
     # 65024 (Falcon Mamba's) for every model, so embeddings and LM head are matched.
     vocab_size: int = 65024
     weights: str = "random"  # random (fast init) | pretrained (local HF-format directory in `path`)
@@ -73,7 +74,7 @@ class ModelConfig:
                               "add model.weights=pretrained to load it")
         if self.impl == "ssm_bench" and self.family not in ("mamba", "falcon_mamba"):
             raise ConfigError(f"model.impl: ssm_bench runs Mamba families only, not {self.family!r}")
-        if (self.impl == "dummy") != (self.family == "dummy"):
+        if self.impl != "auto" and (self.impl == "dummy") != (self.family == "dummy"):
             raise ConfigError("model.impl: the dummy backend and the dummy family go together")
 
 
@@ -116,7 +117,7 @@ class GenerationConfig(ScenarioConfig):
     batch_size: int = 1
     prefill_mode: str = "parallel"
     chunk_size: int = 1  # sequential prefill only
-    kv_cache: str = "dynamic"  # Transformers: transformers' DynamicCache or StaticCache
+    kv_cache: str = "auto"  # Transformers: DynamicCache or StaticCache; auto: what `pairing` gives them
     warmup_tokens: int = 16  # generated (and discarded) before the measured repeats (sampled: before each window)
     repeats: int = 3
     progress: bool = True
@@ -215,6 +216,8 @@ class BenchConfig:
     hardware: HardwareConfig = MISSING
     experiment: str = "default"
     dtype: str = "float32"  # one dtype for every model of a comparison
+    # release | best: how each architecture is run (bench/pairing.py's table: impl, KV cache, decode path)
+    pairing: str = "best"
     seed: int = 0
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default
     skip_existing: bool = True  # a finished run (results present, no failure) is not run again
@@ -234,6 +237,9 @@ class BenchConfig:
 
     def __post_init__(self):
         _one_of("dtype", self.dtype, DTYPES)
+        from bench import pairing
+
+        pairing.apply(self)  # model.impl and scenario.kv_cache as the pairing runs them
         if getattr(self.scenario, "name", None) == "implementation" and self.model.impl != "ssm_bench":
             raise ConfigError(f"model.impl: the implementation scenario compares the in-repo Mamba "
                               f"(model.impl=ssm_bench) with transformers; got {self.model.impl!r}")

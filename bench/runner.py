@@ -164,6 +164,7 @@ def measure(cfg, out_dir: Path | None = None) -> list[dict]:
     from bench.backends import get_backend_class
     from bench.backends.base import InvalidOutput
     from bench.device import DTYPES, resolve_device
+    from bench import pairing
     from bench.scenarios.generation import longest_sequence
 
     torch.manual_seed(cfg.seed)
@@ -175,6 +176,9 @@ def measure(cfg, out_dir: Path | None = None) -> list[dict]:
     if cfg.model.impl == "transformers" and hasattr(cfg.scenario, "kv_cache"):
         kwargs = {"kv_cache": cfg.scenario.kv_cache,
                   "max_cache_len": longest_sequence(cfg.scenario) + 1}
+    decodes = hasattr(cfg.scenario, "kv_cache")  # the scenarios that step a decoder have a cache setting
+    if decodes and cfg.model.impl in ("ssm_bench", "transformers"):
+        kwargs["decode"] = pairing.decode(cfg)  # eager | compile | graph (bench/pairing.py)
     backend = backend_cls(cfg.model, device, DTYPES[cfg.dtype], **kwargs)
     scenario = importlib.import_module(SCENARIOS[cfg.scenario.name])
     # max_seq_len, and any scenario under measure=simulate, builds it itself (fake tensors)
@@ -185,7 +189,9 @@ def measure(cfg, out_dir: Path | None = None) -> list[dict]:
             for mismatch in backend.config_mismatches():
                 log.warning("%s", mismatch)
             backend.probe()  # finite logits and state on a short prompt, before anything is timed
-        rows = scenario.run(cfg, backend, out_dir)
+        # Compile / graph capture before the scenario: its time is a row of its own, never in a throughput.
+        rows = backend.prepare_decode(getattr(cfg.scenario, "batch_size", 1)) if decodes and not loads_itself else []
+        rows += scenario.run(cfg, backend, out_dir)
     except InvalidOutput as e:
         rows = [invalid_row(e)]
     described = {**backend.describe(), "device": str(device)}
@@ -232,6 +238,7 @@ def to_table(rows: list[dict], cfg, run_id: str, load: dict | None = None, held_
                    "arch": cfg.model.arch, "impl": cfg.model.impl, "dtype": cfg.dtype,
                    "hardware": cfg.hardware.name, "batch_size": getattr(cfg.scenario, "batch_size", 1),
                    "vocab_size": cfg.model.vocab_size, "weights": cfg.model.weights, "experiment": cfg.experiment,
+                   "pairing": cfg.pairing,
                    "family": cfg.model.family, "match_vocab": cfg.model.match_vocab,
                    # The YAML's architecture describes random weights; a checkpoint brings its own (the
                    # rows' n_layers, d_model, params and checkpoint say what was loaded).

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 from bench.backends import get_backend_class
 from bench.backends.base import InvalidOutput
 from bench.config import ModelConfig
+from bench.pairing import natural_impl
 from models.hf import to_hf
 from models.loading import CheckpointError
 from models.mamba import MambaConfig, MambaLM
@@ -25,7 +26,9 @@ def model_cfg(preset: str, **overrides) -> ModelConfig:
     """configs/model/<preset>.yaml as the validated ModelConfig, with `overrides` (no Hydra: fast)."""
     values = {k: v for k, v in OmegaConf.to_container(OmegaConf.load(MODEL_CONFIGS / f"{preset}.yaml")).items()
               if k != "defaults"}
-    return ModelConfig(**{**values, **overrides})
+    cfg = ModelConfig(**{**values, **overrides})
+    cfg.impl = natural_impl(cfg)  # no run, no pairing: the default pairing's backend
+    return cfg
 
 
 def backend_for(cfg: ModelConfig, load: bool = True):

@@ -78,6 +78,11 @@ class Backend(ABC):
         """Settings recorded with every row of this backend's results."""
         return {"impl": self.NAME, "arch": self.arch}
 
+    def prepare_decode(self, batch_size: int) -> list[dict]:
+        """Get the decode path ready before anything is timed (compile, capture a graph) and return
+        rows about it (compile_time, ...). Eager backends have nothing to prepare."""
+        return []
+
     # ------------------------------------------------------------------ what was loaded
 
     def build_config(self):

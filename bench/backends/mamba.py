@@ -2,18 +2,36 @@
 
 A checkpoint (model.path) is loaded as what it is (models/loading.py, strict): its config.json
 decides the sizes and the Mamba flavour, and config_mismatches() lists where the YAML disagrees.
+
+decode="graph" (bench/pairing.py's best pairing) replays the whole decode step as one CUDA graph
+(models/cuda_graph.py) on CUDA; the graph owns one cache, which every prefill of the captured
+batch size resets and fills, so one sequence is live at a time. A CPU has no graphs: eager there.
 """
 
 from __future__ import annotations
+
+import time
 
 from models.mamba import MambaCache, MambaConfig, MambaLM
 from models.ops import scan_backend
 
 from bench.backends.base import Backend
+from bench.schema import SECONDS
 
 
 class MambaBackend(Backend):
     NAME = "ssm_bench"
+
+    def __init__(self, model_cfg, device, dtype, decode: str = "eager"):
+        super().__init__(model_cfg, device, dtype)
+        if decode not in ("eager", "graph"):
+            raise ValueError(f"decode: {decode!r} is not one of ['eager', 'graph']")
+        self.decode = decode
+        self.decoder = None  # models.cuda_graph.GraphedDecoder, once captured
+
+    @property
+    def decode_path(self) -> str:
+        return "cuda_graph" if self.decoder is not None else "eager"
 
     @property
     def arch(self) -> str:
@@ -31,10 +49,28 @@ class MambaBackend(Backend):
         self.model.eval()
 
     def prefill(self, input_ids, mode="parallel", chunk_size=1, logits_to_keep=1):
-        return self.model.prefill(input_ids, mode=mode, chunk_size=chunk_size, logits_to_keep=logits_to_keep)
+        cache = None
+        if self.decoder is not None and input_ids.shape[0] == self.decoder.batch_size:
+            cache = self.decoder.cache  # the graph's: its addresses are what the graph reads
+            cache.reset()
+        return self.model.prefill(input_ids, mode=mode, chunk_size=chunk_size, logits_to_keep=logits_to_keep,
+                                  cache=cache)
 
     def step(self, token_ids, state: MambaCache):
+        if self.decoder is not None and state is self.decoder.cache:
+            return self.decoder.step(token_ids).clone()  # the graph's output buffer is reused by the next replay
         return self.model.step(token_ids, state)
+
+    def prepare_decode(self, batch_size: int) -> list[dict]:
+        """decode="graph" on CUDA: capture the decode step (its time is the compile_time row)."""
+        if self.decode != "graph" or self.device.type != "cuda":
+            return []
+        from models.cuda_graph import GraphedDecoder
+
+        start = time.perf_counter()
+        self.decoder = GraphedDecoder(self.model, batch_size=batch_size)
+        return [{"metric": "compile_time", "value": time.perf_counter() - start, "unit": SECONDS, "source": "measured",
+                 "decode_path": "cuda_graph", "batch_size": batch_size}]
 
     def state_nbytes(self, state: MambaCache) -> int:
         return state.nbytes
@@ -55,7 +91,7 @@ class MambaBackend(Backend):
 
     def describe(self) -> dict:
         # Which scan/state-update code ran (mamba_ssm, triton, C, torch): called after the scenario.
-        return {**super().describe(), "kernels": ",".join(sorted(scan_backend.used))}
+        return {**super().describe(), "kernels": ",".join(sorted(scan_backend.used)), "decode_path": self.decode_path}
 
     def vocab_size(self) -> int:
         return self.model.config.vocab_size

@@ -2,6 +2,12 @@
 
 The architecture comes from our YAML (no hub), the vocabulary is set to the run's vocab_size,
 and the KV cache is transformers' DynamicCache, or a preallocated StaticCache on request.
+Decode runs eager, or (decode="compile", bench/pairing.py's best pairing) as the model under
+torch.compile over the StaticCache: mode="reduce-overhead" (CUDA graphs) on CUDA; on a CPU,
+where no graphs exist, whichever of eager and compiled decode is faster, measured before the
+scenario starts. One StaticCache is kept and reset for each new sequence, as transformers'
+generate() does, so the compiled step (and its graphs) always sees the same tensors: one live
+sequence at a time.
 A local checkpoint (model.path) loads strictly: its config.json must name model.family's
 model_type, and every tensor must fit, or the load fails (transformers itself would only print
 the misfits and run the rest on random weights).
@@ -10,12 +16,15 @@ the misfits and run the rest on random weights).
 from __future__ import annotations
 
 import logging
+import time
 
 import torch
 import transformers
 from torch import Tensor
 
 from bench.backends.base import Backend
+from bench.device import synchronize
+from bench.schema import SECONDS, TOKENS_PER_S
 from models.loading import CheckpointError, read_config_json, tensor_mismatch_error
 from models.mamba import WRAPPER_MODEL_TYPE
 
@@ -31,10 +40,19 @@ CLASSES = {
 class TransformersBackend(Backend):
     NAME = "transformers"
 
-    def __init__(self, model_cfg, device, dtype, kv_cache: str = "dynamic", max_cache_len: int | None = None):
+    def __init__(self, model_cfg, device, dtype, kv_cache: str = "dynamic", max_cache_len: int | None = None,
+                 decode: str = "eager"):
         super().__init__(model_cfg, device, dtype)
+        if decode not in DECODES:
+            raise ValueError(f"decode: {decode!r} is not one of {list(DECODES)}")
+        if decode == "compile" and kv_cache != "static":
+            raise ValueError("decode: compile needs the static KV cache (fixed shapes); got kv_cache=" + kv_cache)
         self.kv_cache = kv_cache
         self.max_cache_len = max_cache_len
+        self.decode = decode
+        self.decode_path = "eager"  # what step() runs: eager | compiled (set by prepare_decode)
+        self._compiled = None
+        self._static = None  # the StaticCache reused by every sequence
         if device.type == "cpu":  # "install causal_conv1d": a CUDA-only package, nothing to do on a CPU
             transformers.logging.get_logger("transformers.integrations.hub_kernels").setLevel(logging.ERROR)
 
@@ -74,16 +92,22 @@ class TransformersBackend(Backend):
     def resize_vocab(self, vocab_size: int) -> None:
         self.model.resize_token_embeddings(vocab_size)
 
-    def _new_cache(self, prompt_len: int):
-        if self.kv_cache == "static" and self.arch == "transformer":
-            # Room for the prompt and a step, at least: probe()'s prompt may be longer than the scenario's.
-            return transformers.StaticCache(config=self.model.config,
-                                            max_cache_len=max(self.max_cache_len or 0, prompt_len + 1))
-        return None  # transformers creates a DynamicCache
+    def _new_cache(self, batch_size: int, prompt_len: int):
+        if self.kv_cache != "static" or self.arch != "transformer":
+            return None  # transformers creates a DynamicCache (or its Mamba's cache)
+        # Room for the prompt and a step, at least: probe()'s prompt may be longer than the scenario's.
+        length = max(self.max_cache_len or 0, prompt_len + 1)
+        cache = self._static
+        layer = cache.layers[0] if cache is not None else None
+        if layer is not None and layer.max_cache_len >= length and getattr(layer, "batch_size", batch_size) == batch_size:
+            cache.reset()  # same tensors, same addresses: the compiled step's graphs stay valid
+            return cache
+        self._static = transformers.StaticCache(config=self.model.config, max_cache_len=length)
+        return self._static
 
     @torch.inference_mode()
     def prefill(self, input_ids: Tensor, mode="parallel", chunk_size=1, logits_to_keep=1):
-        cache = self._new_cache(input_ids.shape[1])
+        cache = self._new_cache(*input_ids.shape)
         chunk = input_ids.shape[1] if mode == "parallel" else chunk_size
         for start in range(0, input_ids.shape[1], chunk):
             out = self.model(input_ids[:, start:start + chunk], use_cache=True, logits_to_keep=logits_to_keep,
@@ -93,8 +117,65 @@ class TransformersBackend(Backend):
 
     @torch.inference_mode()
     def step(self, token_ids: Tensor, state):
+        if self.decode_path == "compiled":
+            return self._compiled_step(token_ids, state)
         out = self.model(token_ids.reshape(-1, 1), use_cache=True, cache=state)
         return out.logits[:, -1]
+
+    def _compiled_step(self, token_ids: Tensor, state) -> Tensor:
+        if self.device.type == "cuda":
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten
+        out = self._compiled(token_ids.reshape(-1, 1), use_cache=True, cache=state)
+        return out.logits[:, -1].clone()  # a graph's output buffer is reused by the next replay
+
+    def prepare_decode(self, batch_size: int) -> list[dict]:
+        """decode="compile": compile the decode step (its time is the compile_time row); on CUDA keep
+        it, on a CPU time eager and compiled decode and keep the faster (both figures are rows)."""
+        if self.decode != "compile":
+            return []
+        cuda = self.device.type == "cuda"
+        mode = "reduce-overhead" if cuda else "default"  # reduce-overhead means CUDA graphs: none on a CPU
+        self._compiled = torch.compile(self.model, mode=mode, fullgraph=True)
+        common = {"source": "measured", "compile_mode": mode, "batch_size": batch_size}
+        start = time.perf_counter()
+        self._decode_tokens(batch_size, COMPILE_WARMUP_STEPS, compiled=True)  # traces, compiles, records graphs
+        rows = [{**common, "metric": "compile_time", "value": time.perf_counter() - start, "unit": SECONDS,
+                 "decode_path": "compiled", "step": COMPILE_WARMUP_STEPS}]
+        if cuda:
+            self.decode_path = "compiled"
+            return rows
+        rates = {path: self._decode_tokens(batch_size, CALIBRATION_STEPS, compiled=path == "compiled")
+                 for path in ("eager", "compiled")}
+        self.decode_path = max(rates, key=rates.get)
+        return rows + [{**common, "metric": "decode_path_throughput", "value": rate, "unit": TOKENS_PER_S,
+                        "decode_path": path, "step": CALIBRATION_STEPS, "chosen": path == self.decode_path}
+                       for path, rate in rates.items()]
+
+    @torch.inference_mode()
+    def _decode_tokens(self, batch_size: int, steps: int, compiled: bool) -> float:
+        """tokens/s of `steps` greedy decode steps after a short seeded prompt (best of 3 runs)."""
+        generator = torch.Generator().manual_seed(0)
+        prompt = torch.randint(0, self.vocab_size(), (batch_size, CALIBRATION_PROMPT), generator=generator)
+        best = 0.0
+        for _ in range(1 if steps == COMPILE_WARMUP_STEPS else 3):
+            logits, cache = self.prefill(prompt.to(self.device))
+            token = logits.argmax(-1)
+            synchronize(self.device)
+            start = time.perf_counter()
+            for _ in range(steps):
+                logits = self._compiled_step(token, cache) if compiled else \
+                    self.model(token.reshape(-1, 1), use_cache=True, cache=cache).logits[:, -1]
+                token = logits.argmax(-1)
+            synchronize(self.device)
+            best = max(best, steps * batch_size / (time.perf_counter() - start))
+        self.check_outputs(logits, cache, where="the decode-path check")
+        return best
+
+    def describe(self) -> dict:
+        described = {**super().describe(), "decode_path": self.decode_path}
+        if self.model is not None:
+            described["attn_implementation"] = self.model.config._attn_implementation
+        return described
 
     def as_transformers(self):
         return self.model
@@ -103,6 +184,12 @@ class TransformersBackend(Backend):
         from bench.memory.trackers import storage_nbytes
 
         return storage_nbytes(state)  # works on fake tensors too (max_seq_len simulate)
+
+
+DECODES = ("eager", "compile")
+COMPILE_WARMUP_STEPS = 3  # compiled steps run while compiling (dynamo, inductor, graph recording)
+CALIBRATION_STEPS = 32  # decode steps timed per path on a CPU
+CALIBRATION_PROMPT = 8
 
 
 def _cache_of(output):

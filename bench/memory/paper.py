@@ -29,8 +29,11 @@ def _config(group: str, name: str, schema):
 
 def model_config(name: str):
     from bench.config import ModelConfig
+    from bench.pairing import natural_impl
 
-    return _config("model", name, ModelConfig)
+    cfg = _config("model", name, ModelConfig)
+    cfg.impl = natural_impl(cfg)  # no run, no pairing: the default one's (the in-repo Mamba)
+    return cfg
 
 
 def make_backend(model: str, dtype):

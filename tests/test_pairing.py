@@ -1,0 +1,121 @@
+"""The two pairings: one table decides impl, KV cache and decode path; rows and the report keep them apart."""
+
+import re
+
+import pytest
+import torch
+
+from bench import pairing, runner
+from bench.backends import get_backend_class
+from bench.config import ConfigError
+from bench.schema import SETTINGS
+from tests.test_harness import FAST, load
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("name,model,impl,kv_cache,decode", [
+    ("release", "tiny_mamba", "transformers", "dynamic", "eager"),
+    ("release", "tiny_llama", "transformers", "dynamic", "eager"),
+    ("release", "tiny_mistral", "transformers", "dynamic", "eager"),
+    ("best", "tiny_mamba", "ssm_bench", "dynamic", "graph"),
+    ("best", "small_mamba", "ssm_bench", "dynamic", "graph"),
+    ("best", "tiny_llama", "transformers", "static", "compile"),
+    ("best", "tiny_mistral", "transformers", "static", "compile"),
+])
+def test_the_table_decides_impl_cache_and_decode(name, model, impl, kv_cache, decode):
+    cfg = load([f"pairing={name}", f"model={model}"])
+    assert (cfg.model.impl, cfg.scenario.kv_cache, pairing.decode(cfg)) == (impl, kv_cache, decode)
+    # An explicit value the pairing agrees with is accepted as is.
+    assert load([f"pairing={name}", f"model={model}", f"model.impl={impl}"]).model.impl == impl
+
+
+def test_best_is_the_default():
+    assert load([]).pairing == pairing.DEFAULT == "best"
+    assert {"pairing", "decode_path"} <= set(SETTINGS)
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["pairing=release", "model=tiny_mamba", "model.impl=ssm_bench"],
+     "model.impl: 'ssm_bench' contradicts pairing=release, which runs ssm models with impl 'transformers'"),
+    (["pairing=best", "model=tiny_mamba", "model.impl=transformers"],
+     "model.impl: 'transformers' contradicts pairing=best, which runs ssm models with impl 'ssm_bench'"),
+    (["pairing=best", "model=tiny_llama", "scenario.kv_cache=dynamic"],
+     "scenario.kv_cache: 'dynamic' contradicts pairing=best, which gives the Transformers a static cache"),
+    (["pairing=release", "model=tiny_llama", "scenario.kv_cache=static"],
+     "scenario.kv_cache: 'static' contradicts pairing=release"),
+    (["pairing=fastest"], "pairing: 'fastest' is not one of ['release', 'best']"),
+])
+def test_a_contradicting_override_is_a_one_line_config_error(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        load(overrides)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("name,impl,decode_path", [("best", "ssm_bench", "eager"), ("release", "transformers", "eager")])
+def test_rows_carry_the_pairing_and_the_decode_path(name, impl, decode_path, tmp_path):
+    cfg = load([f"pairing={name}", "model=tiny_mamba", *FAST])
+    table = runner.run_job(cfg, tmp_path)
+    assert table["status"].isin(["ok", "flagged"]).all(), table.get("reason")
+    assert set(table["pairing"]) == {name} and set(table["impl"]) == {impl}
+    assert set(table["decode_path"]) == {decode_path}  # a CPU has no CUDA graph
+    assert "compile_time" not in set(table["metric"])  # nothing was compiled or captured
+
+
+@pytest.fixture(scope="module")
+def compiled_llama():
+    """tiny_llama (512-token vocabulary) as pairing=best runs it on a CPU, prepared once."""
+    cfg = load(["pairing=best", "model=tiny_llama", "model.vocab_size=512"])
+    backend = get_backend_class(cfg.model.impl)(cfg.model, CPU, torch.float32, kv_cache="static", max_cache_len=40,
+                                                decode="compile")
+    backend.load()
+    backend.probe()
+    return cfg, backend, backend.prepare_decode(1)
+
+
+def test_compile_time_is_its_own_row_and_cpu_keeps_the_faster_path(compiled_llama):
+    _, backend, rows = compiled_llama
+    by_metric = {}
+    for row in rows:
+        by_metric.setdefault(row["metric"], []).append(row)
+    assert set(by_metric) == {"compile_time", "decode_path_throughput"}
+    (compile_row,) = by_metric["compile_time"]
+    assert compile_row["unit"] == "s" and compile_row["value"] > 0 and compile_row["decode_path"] == "compiled"
+    rates = {r["decode_path"]: r["value"] for r in by_metric["decode_path_throughput"]}
+    assert set(rates) == {"eager", "compiled"} and all(v > 0 for v in rates.values())
+    assert backend.decode_path == max(rates, key=rates.get)  # the faster one, as measured
+    assert [r["decode_path"] for r in by_metric["decode_path_throughput"] if r["chosen"]] == [backend.decode_path]
+
+
+def test_compiled_static_decode_matches_eager_dynamic_decode(compiled_llama):
+    cfg, backend, _ = compiled_llama
+    eager = get_backend_class("transformers")(cfg.model, CPU, torch.float32)  # DynamicCache, eager
+    eager.model = backend.model
+    prompt = torch.randint(0, 512, (1, 7), generator=torch.Generator().manual_seed(1))
+    backend.decode_path = "compiled"  # whichever path the CPU kept, check the compiled one
+    (a, cache_a), (b, cache_b) = backend.prefill(prompt), eager.prefill(prompt)
+    assert type(cache_a).__name__ == "StaticCache" and type(cache_b).__name__ == "DynamicCache"
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    token = a.argmax(-1)
+    for _ in range(12):
+        a, b = backend.step(token, cache_a), eager.step(token, cache_b)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        token = a.argmax(-1)
+    # A new sequence reuses (and resets) the same StaticCache: the compiled graph's tensors.
+    assert backend.prefill(prompt)[1] is cache_a
+
+
+def test_the_report_never_pools_or_divides_across_pairings():
+    import pandas as pd
+
+    from bench.report.plots import implementation_ratios
+    from bench.report.rows import series
+
+    rows = pd.DataFrame([{"scenario": "implementation", "model": "small_mamba", "metric": "decode_throughput",
+                          "impl": impl, "value": value, "status": "ok", "pairing": name}
+                         for name, impl, value in (("release", "transformers", 10.0), ("release", "ssm_bench", 20.0),
+                                                   ("best", "transformers", 40.0), ("best", "ssm_bench", 120.0))])
+    assert "pairing" in series(rows)
+    ratios = implementation_ratios(rows)
+    # one ratio per pairing, each between rows of that pairing (never 120 / 10 or 20 / 40)
+    assert dict(zip(ratios["pairing"], ratios["ratio"])) == {"release": 2.0, "best": 3.0}
