@@ -18,13 +18,15 @@ from omegaconf import MISSING, OmegaConf
 
 from bench.schema import ARCHS
 
-FAMILIES = ("mamba", "falcon_mamba", "llama", "mistral", "dummy")
-IMPLS = ("ssm_bench", "transformers", "dummy", "auto")  # auto: the pairing decides (bench/pairing.py)
+FAMILIES = ("mamba", "falcon_mamba", "llama", "mistral", "dummy", "vim", "deit")
+VISION_FAMILIES = ("vim", "deit")  # image classifiers: the vision scenario only
+IMPLS = ("ssm_bench", "transformers", "dummy", "auto", "timm")  # auto: the pairing decides (bench/pairing.py)
 WEIGHTS = ("random", "pretrained")
 DTYPES = ("float32", "bfloat16", "float16")
 DEVICES = ("auto", "cpu", "cuda")
 KERNELS = ("cpu", "cuda")
 PREFILL_MODES = ("parallel", "sequential")
+MEMORY_MEASURES = ("cuda", "cpu", "simulate")  # bench/memory/trackers.py: where a peak is read
 KV_CACHES = ("dynamic", "static", "auto")  # auto: the pairing decides
 GENERATION_MODES = ("full", "sampled")
 GENERATION_MEASURES = ("device", "simulate")
@@ -57,6 +59,9 @@ class ModelConfig:
     weights: str = "random"  # random (fast init) | pretrained (local HF-format directory in `path`)
     path: Optional[str] = None
     match_vocab: bool = True  # pretrained models (both backends): resize embeddings to vocab_size, with a warning
+    # The tokenizer for real text (bench/tokenizers.py): a converted one by name (falcon, gpt-neox,
+    # llama-bpe, gpt-2, mpt) or a local tokenizer directory; null: none (synthetic tasks bring theirs).
+    tokenizer: Optional[str] = None
     # Architecture hyperparameters, passed to the family's config class (our MambaConfig, or
     # transformers' LlamaConfig / MistralConfig / FalconMambaConfig).
     architecture: Dict[str, Any] = field(default_factory=dict)
@@ -66,13 +71,17 @@ class ModelConfig:
         _one_of("model.family", self.family, FAMILIES)
         _one_of("model.impl", self.impl, IMPLS)
         _one_of("model.weights", self.weights, WEIGHTS)
+        if self.tokenizer is not None:
+            from bench.tokenizers import check_tokenizer_field
+
+            check_tokenizer_field(self.tokenizer)
         _positive("model.vocab_size", self.vocab_size)
         if self.weights == "pretrained" and not self.path:
             raise ConfigError("model.path: required when model.weights=pretrained (a local HF-format directory)")
         if self.weights == "random" and self.path:
             raise ConfigError(f"model.path: {self.path!r} would be ignored with model.weights=random; "
                               "add model.weights=pretrained to load it")
-        if self.impl == "ssm_bench" and self.family not in ("mamba", "falcon_mamba"):
+        if self.impl == "ssm_bench" and self.family not in ("mamba", "falcon_mamba", "vim"):
             raise ConfigError(f"model.impl: ssm_bench runs Mamba families only, not {self.family!r}")
         if self.impl != "auto" and (self.impl == "dummy") != (self.family == "dummy"):
             raise ConfigError("model.impl: the dummy backend and the dummy family go together")
@@ -210,6 +219,77 @@ class LeaderboardConfig(ScenarioConfig):
 
 
 @dataclass
+class MaxSeqLenConfig(ScenarioConfig):
+    """The longest prompt whose prefill plus one decode step fits the budget (bench/scenarios/max_seq_len.py)."""
+
+    name: str = "max_seq_len"
+    measure: str = field(default="simulate", metadata={"help": f"peak memory from: one of {MEMORY_MEASURES}"})
+    modes: List[str] = field(default_factory=lambda: list(PREFILL_MODES),
+                             metadata={"help": f"prefill modes to search, from {PREFILL_MODES}"})
+    chunk_size: int = field(default=2048, metadata={"help": "tokens per forward in sequential prefill"})
+    start_len: int = field(default=1024, metadata={"help": "first probe length (tokens)"})
+    max_len: int = field(default=2**20, metadata={"help": "probe cap (tokens): no trial is longer"})
+    growth: float = field(default=2.0, metadata={"help": "geometric factor between probes"})
+    resolution: int = field(default=256, metadata={"help": "bisection stops when the bracket is this narrow"})
+    logits_to_keep: int = field(default=1, metadata={"help": "prefill logits for the last k positions; 0 = all"})
+    unbounded_slope_threshold: float = field(
+        default=64.0, metadata={"help": "bytes/token: a flatter peak-vs-length slope means unbounded"})
+    flat_steps: int = field(default=3, metadata={"help": "geometric steps the slope must stay flat over"})
+    record_trials: bool = field(default=True, metadata={"help": "one row per trial (peak vs length)"})
+    emulate: Any = field(default=None, metadata={
+        "help": "hardware profile whose budget is searched (None: the job's own hardware)"})
+
+    def __post_init__(self):
+        _one_of("scenario.measure", self.measure, MEMORY_MEASURES)
+        self.modes = list(self.modes)
+        if not self.modes or any(m not in PREFILL_MODES for m in self.modes):
+            raise ConfigError(f"scenario.modes: {self.modes!r} must be a non-empty list from {list(PREFILL_MODES)}")
+        for name in ("chunk_size", "start_len", "max_len", "resolution", "flat_steps"):
+            _positive(f"scenario.{name}", getattr(self, name))
+        if self.start_len > self.max_len:
+            raise ConfigError(f"scenario.start_len: {self.start_len} must not exceed max_len {self.max_len}")
+        if self.growth <= 1:
+            raise ConfigError(f"scenario.growth: must be > 1, got {self.growth}")
+        if self.logits_to_keep < 0:
+            raise ConfigError(f"scenario.logits_to_keep: must be >= 0 (0 = all positions), got {self.logits_to_keep}")
+        if self.unbounded_slope_threshold < 0:
+            raise ConfigError(f"scenario.unbounded_slope_threshold: must be >= 0, got {self.unbounded_slope_threshold}")
+
+
+@dataclass
+class VisionConfig(ScenarioConfig):
+    """Image classifiers (Vim, DeiT): images/s and peak memory of a forward pass against image
+    resolution, measured, and simulated for GPU budgets (bench/scenarios/vision.py)."""
+
+    name: str = "vision"
+    resolutions: List[int] = field(default_factory=lambda: [224, 384, 512, 640])  # square images, measured
+    batch_size: int = 1
+    warmup: int = 1
+    repeats: int = 3
+    attention: List[str] = field(default_factory=lambda: ["sdpa", "eager"])  # DeiT's kinds (Vim has none)
+    simulate_resolutions: List[int] = field(default_factory=lambda: [224, 512, 640, 738, 1024, 1248])
+    budgets: List[str] = field(default_factory=lambda: ["a100_80gb", "h100_80gb"])  # configs/hardware profiles
+    progress: bool = True
+
+    def __post_init__(self):
+        from models.deit import ATTENTIONS
+
+        for name in ("batch_size", "repeats"):
+            _positive(f"scenario.{name}", getattr(self, name))
+        if self.warmup < 0:
+            raise ConfigError(f"scenario.warmup: must be >= 0, got {self.warmup}")
+        for name in ("resolutions", "simulate_resolutions"):
+            values = list(getattr(self, name))
+            if (name == "resolutions" and not values) or any(v < 16 for v in values):
+                raise ConfigError(f"scenario.{name}: {values} must be image sizes of at least one 16-pixel patch")
+        if not self.attention or any(a not in ATTENTIONS for a in self.attention):
+            raise ConfigError(f"scenario.attention: {list(self.attention)} must be a non-empty list from {list(ATTENTIONS)}")
+        for name in self.budgets:
+            if not (CONFIG_DIR / "hardware" / f"{name}.yaml").is_file():
+                raise ConfigError(f"scenario.budgets: {name!r} is not a profile in configs/hardware/")
+
+
+@dataclass
 class BenchConfig:
     model: ModelConfig = MISSING
     scenario: Any = MISSING
@@ -239,10 +319,17 @@ class BenchConfig:
         _one_of("dtype", self.dtype, DTYPES)
         from bench import pairing
 
-        pairing.apply(self)  # model.impl and scenario.kv_cache as the pairing runs them
+        if self.model.family not in VISION_FAMILIES:  # image classifiers name their impl (vision scenario)
+            pairing.apply(self)  # model.impl and scenario.kv_cache as the pairing runs them
         if getattr(self.scenario, "name", None) == "implementation" and self.model.impl != "ssm_bench":
             raise ConfigError(f"model.impl: the implementation scenario compares the in-repo Mamba "
                               f"(model.impl=ssm_bench) with transformers; got {self.model.impl!r}")
+        if (getattr(self.scenario, "name", None) == "vision") != (self.model.family in VISION_FAMILIES):
+            raise ConfigError(f"model.family: the vision scenario runs {list(VISION_FAMILIES)} models, and only it "
+                              f"does; got family {self.model.family!r} with scenario {self.scenario.name!r}")
+        vision_impls = {"vim": ("ssm_bench",), "deit": ("transformers", "timm")}.get(self.model.family)
+        if vision_impls:
+            _one_of("model.impl", self.model.impl, vision_impls)
         if self.round < 0:
             raise ConfigError(f"round: must be >= 0, got {self.round}")
         if self.threads < 0:
@@ -250,7 +337,8 @@ class BenchConfig:
 
 
 SCENARIO_SCHEMAS = {"generation": GenerationConfig, "crosscheck": CrossCheckConfig,
-                    "implementation": ImplementationConfig, "leaderboard": LeaderboardConfig}
+                    "implementation": ImplementationConfig, "leaderboard": LeaderboardConfig,
+                    "max_seq_len": MaxSeqLenConfig, "vision": VisionConfig}
 
 
 MAX_DIRNAME = 100  # characters of a job directory's name; longer override sets are hashed
@@ -277,11 +365,9 @@ def config_groups() -> str:
 
 
 def register_configs(extra_scenarios: dict | None = None):
-    from bench.scenarios.max_seq_len import MaxSeqLenConfig
-
     OmegaConf.register_new_resolver("job_dirname", job_dirname, replace=True)
     OmegaConf.register_new_resolver("config_groups", config_groups, replace=True)
-    extra_scenarios = {"max_seq_len": MaxSeqLenConfig, **(extra_scenarios or {})}
+    extra_scenarios = extra_scenarios or {}
     cs = ConfigStore.instance()
     cs.store(name="bench_schema", node=BenchConfig)
     cs.store(group="model", name="model_schema", node=ModelConfig)

@@ -6,7 +6,6 @@ in seconds on a CPU; the 7B paper table is exercised only where the weights alon
 
 import math
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +13,8 @@ import torch
 from bench.backends.base import Backend
 from bench.memory.search import TrialResult, fitted_slope, search_max_len
 from bench.memory.trackers import BudgetExceeded, CpuTracker, SimulateTracker, storage_nbytes
-from bench.scenarios.max_seq_len import MaxSeqLenConfig, load_backend, make_trial, search
+from bench.config import HardwareConfig, MaxSeqLenConfig
+from bench.scenarios.max_seq_len import load_backend, make_trial, search
 from models.mamba import MambaConfig, MambaLM
 
 MiB = 2**20
@@ -98,8 +98,8 @@ def loaded(cls, dtype=torch.float32):
 def hardware_for(backend, headroom_bytes):
     """A budget of the weights plus `headroom_bytes`."""
     weights = sum(p.numel() * p.element_size() for p in backend.model.parameters())
-    return SimpleNamespace(name="tiny", memory_gib=(weights + headroom_bytes) / 2**30, overhead_gib=0.0,
-                           device="cpu")
+    return HardwareConfig(name="tiny", memory_gib=(weights + headroom_bytes) / 2**30, overhead_gib=0.0,
+                          device="cpu", bandwidth_gbps=1.0, peak_tflops=1.0)
 
 
 def metric(rows, name, mode):
@@ -261,15 +261,27 @@ def test_kv_cache_part_matches_its_formula():
 
 
 def test_paper_fp32_7b_weights_exceed_the_a10_budget():
-    """Falcon Mamba 7B and Llama-3.1-8B in float32 (29-32 GB) cannot load on 23 GiB: no search runs."""
-    from bench.memory import paper
+    """Falcon Mamba 7B and Llama-3.1-8B in float32 (29-32 GB) cannot load on 23 GiB: no search runs.
+    The configs are `make bench-paper`'s (experiment=falcon_mamba_paper, simulated)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
-    rows = paper.paper_table(overhead_gib=1.0, dtypes=["float32"], models=["falcon_mamba_7b", "llama_3_1_8b"],
-                             modes=["parallel"])
+    from bench.backends import get_backend_class
+    from bench.config import CONFIG_DIR, register_configs
+    from bench.scenarios import max_seq_len
+
+    register_configs()
     for model in ("falcon_mamba_7b", "llama_3_1_8b"):
-        row = next(r for r in rows if r["model"] == model and r["metric"] == "max_prompt_len")
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = OmegaConf.to_object(compose("config", overrides=[
+                "experiment=falcon_mamba_paper", "scenario=max_seq_len", "scenario.measure=simulate",
+                f"model={model}", "dtype=float32", "scenario.modes=[parallel]"]))
+        backend = get_backend_class(cfg.model.impl)(cfg.model, torch.device("cpu"), torch.float32)
+        rows = max_seq_len.run(cfg, backend)
+        row = next(r for r in rows if r["metric"] == "max_prompt_len")
         assert row["verdict"] == "weights_exceed_budget" and row["limiting_factor"] == "weights"
-        weights = next(r for r in rows if r["model"] == model and r["metric"] == "weights_bytes_at_limit")
+        assert row["budget_hardware"] == "a10_24gb" and row["budget_bytes"] == 23 * 2**30
+        weights = next(r for r in rows if r["metric"] == "weights_bytes_at_limit")
         assert weights["value"] > 28e9 and row["source"] == "simulated"
 
 
@@ -308,7 +320,8 @@ def test_a_measured_search_never_aims_past_the_hosts_free_memory(monkeypatch):
     monkeypatch.setattr(guard, "host_budget_bytes", lambda: free)
     cfg = MaxSeqLenConfig(measure="cpu", modes=["parallel"], chunk_size=64, start_len=64, max_len=2**14,
                           resolution=64)
-    rows = search(cfg, backend, SimpleNamespace(name="a10_24gb", memory_gib=23.0, overhead_gib=0.0, device="cpu"))
+    rows = search(cfg, backend, HardwareConfig(name="a10_24gb", memory_gib=23.0, overhead_gib=0.0, device="cpu",
+                                               bandwidth_gbps=600, peak_tflops=125))
     par = metric(rows, "max_prompt_len", "parallel")
     assert par["budget_bytes"] == free and par["budget_capped_by_host"] and par["verdict"] == "bounded"
 

@@ -34,7 +34,6 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-TRACKERS = ("cuda", "cpu", "simulate")
 
 
 class BudgetExceeded(torch.OutOfMemoryError):
@@ -261,13 +260,14 @@ def _quiet():
 
 def make_tracker(measure: str, device: str | torch.device = "cuda", cap_bytes: int | None = None,
                  kernels: str = "cpu") -> MemoryTracker:
+    """measure: one of bench.config.MEMORY_MEASURES."""
     if measure == "cuda":
         return CudaTracker(device, cap_bytes)
     if measure == "cpu":
         return CpuTracker()
     if measure == "simulate":
         return SimulateTracker(kernels)
-    raise ValueError(f"measure must be one of {TRACKERS}, got {measure!r}")
+    raise ValueError(f"measure: {measure!r} is not one of cuda, cpu, simulate")
 
 
 def is_allocation_failure(e: BaseException) -> bool:

@@ -13,69 +13,24 @@ clean state, inside a memory tracker (bench/memory/trackers.py):
 The search (bench/memory/search.py) grows the prompt geometrically, then bisects; it calls a
 prompt length "unbounded" when the measured peak stops growing with length.
 
-    python -m bench.scenarios.max_seq_len --paper     # the paper's a10_24gb table, simulated
+    make bench-paper     # the paper's a10_24gb table, simulated (experiment=falcon_mamba_paper)
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from bench import schema
 from bench.memory.search import SearchResult, TrialResult, search_max_len
-from bench.memory.trackers import TRACKERS, MemoryTracker, SimulateTracker, is_fake, make_tracker
+from bench.memory.trackers import MemoryTracker, SimulateTracker, is_fake, make_tracker
 
 log = logging.getLogger(__name__)
 
-PREFILL_MODES = ("parallel", "sequential")
 BYTES_PER_TOKEN = "bytes/token"
-
-
-@dataclass
-class MaxSeqLenConfig:
-    name: str = "max_seq_len"
-    measure: str = field(default="simulate", metadata={"help": f"peak memory from: one of {TRACKERS}"})
-    modes: list[str] = field(default_factory=lambda: ["parallel", "sequential"],
-                             metadata={"help": f"prefill modes to search, from {PREFILL_MODES}"})
-    chunk_size: int = field(default=2048, metadata={"help": "tokens per forward in sequential prefill"})
-    start_len: int = field(default=1024, metadata={"help": "first probe length (tokens)"})
-    max_len: int = field(default=2**20, metadata={"help": "probe cap (tokens): no trial is longer"})
-    growth: float = field(default=2.0, metadata={"help": "geometric factor between probes"})
-    resolution: int = field(default=256, metadata={"help": "bisection stops when the bracket is this narrow"})
-    logits_to_keep: int = field(default=1, metadata={"help": "prefill logits for the last k positions; 0 = all"})
-    unbounded_slope_threshold: float = field(
-        default=64.0, metadata={"help": "bytes/token: a flatter peak-vs-length slope means unbounded"})
-    flat_steps: int = field(default=3, metadata={"help": "geometric steps the slope must stay flat over"})
-    record_trials: bool = field(default=True, metadata={"help": "one row per trial (peak vs length)"})
-    emulate: Any = field(default=None, metadata={
-        "help": "hardware profile whose budget is searched (None: the job's own hardware)"})
-
-    def __post_init__(self):
-        if self.measure not in TRACKERS:
-            raise ValueError(f"scenario.measure: {self.measure!r} is not one of {list(TRACKERS)}")
-        self.modes = list(self.modes)
-        if not self.modes or any(m not in PREFILL_MODES for m in self.modes):
-            raise ValueError(f"scenario.modes: {self.modes!r} must be a non-empty list from {list(PREFILL_MODES)}")
-        for name in ("chunk_size", "start_len", "max_len", "resolution", "flat_steps"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"scenario.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.start_len > self.max_len:
-            raise ValueError(f"scenario.start_len: {self.start_len} must not exceed max_len {self.max_len}")
-        if self.growth <= 1:
-            raise ValueError(f"scenario.growth: must be > 1, got {self.growth}")
-        if self.logits_to_keep < 0:
-            raise ValueError(f"scenario.logits_to_keep: must be >= 0 (0 = all positions), got {self.logits_to_keep}")
-        if self.unbounded_slope_threshold < 0:
-            raise ValueError(f"scenario.unbounded_slope_threshold: must be >= 0, got {self.unbounded_slope_threshold}")
-
-
-def budget_bytes(hardware) -> int:
-    """hardware.memory_gib - hardware.overhead_gib, in bytes (GiB = 2**30)."""
-    return int((hardware.memory_gib - getattr(hardware, "overhead_gib", 0.0)) * 2**30)
 
 
 def load_backend(backend, tracker: MemoryTracker) -> None:
@@ -95,8 +50,6 @@ def load_backend(backend, tracker: MemoryTracker) -> None:
 def random_twin(model_cfg):
     """The pretrained model's architecture with random weights: fake tensors cannot read a real
     checkpoint, and its memory depends on its shapes only."""
-    import dataclasses
-
     if model_cfg.impl == "ssm_bench":
         from models.loading import read_config
 
@@ -150,9 +103,9 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
     return rows
 
 
-def search(cfg: MaxSeqLenConfig, backend, hardware) -> list[dict]:
+def search(cfg, backend, hardware) -> list[dict]:
     """Search each prefill mode; return tidy rows (see bench/schema.py)."""
-    budget = budget_bytes(hardware)
+    budget = hardware.budget_bytes
     host_cap = None
     if cfg.measure == "cpu":  # real tensors: never aim past what this host can give
         from bench.memory.guard import host_budget_bytes
@@ -182,7 +135,7 @@ def search(cfg: MaxSeqLenConfig, backend, hardware) -> list[dict]:
     return rows
 
 
-def result_rows(cfg: MaxSeqLenConfig, result: SearchResult, mode: str, source: str, budget: int) -> list[dict]:
+def result_rows(cfg, result: SearchResult, mode: str, source: str, budget: int) -> list[dict]:
     common = {
         "prefill_mode": mode, "chunk_size": cfg.chunk_size if mode == "sequential" else None,
         "batch_size": 1, "source": source, "measure": cfg.measure, "budget_bytes": budget,
@@ -201,34 +154,3 @@ def result_rows(cfg: MaxSeqLenConfig, result: SearchResult, mode: str, source: s
             rows.append({**common, "metric": "trial_peak_bytes", "value": t.peak_bytes, "unit": schema.BYTES,
                          "prompt_len": t.length, "oom": t.oom})
     return rows
-
-
-def main(argv: list[str] | None = None) -> Any:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m bench.scenarios.max_seq_len", description=__doc__.split("\n")[0])
-    parser.add_argument("--paper", action="store_true", help="the paper's table: 7B/8B models on a10_24gb, simulated")
-    parser.add_argument("--overhead-gib", type=float, default=1.0, help="runtime overhead taken off the 24 GiB")
-    parser.add_argument("--dtypes", default="float32,bfloat16")
-    parser.add_argument("--models", default=None, help="comma-separated subset of the paper models")
-    parser.add_argument("--chunk-size", type=int, default=2048)
-    parser.add_argument("--resolution", type=int, default=1024)
-    parser.add_argument("--out", default=None, help="write every row as CSV here")
-    args = parser.parse_args(argv)
-    if not args.paper:
-        parser.error("only --paper is available standalone; other runs go through the harness (python -m bench)")
-    from bench.memory import paper
-
-    rows = paper.paper_table(overhead_gib=args.overhead_gib, dtypes=args.dtypes.split(","),
-                             models=args.models.split(",") if args.models else None,
-                             chunk_size=args.chunk_size, resolution=args.resolution)
-    print(paper.format_table(rows))
-    if args.out:
-        import pandas as pd
-
-        pd.DataFrame(rows).to_csv(args.out, index=False)
-    return rows
-
-
-if __name__ == "__main__":
-    main()
