@@ -23,11 +23,13 @@ SUITES = {"lm_eval": ("local", "v2"), "lighteval": ("local", "v1")}
 def run_leaderboard(model, tokenizer, arch_name: str, suite: str = "local", harness: str = "lm_eval",
                     out_dir: str | Path = "results/leaderboard", limit: int | float | None = None,
                     batch_size: int = 8, bootstrap_iters: int = 0, seed: int = 1234,
-                    v1_data_dir: str | Path | None = None, tasks: list[str] | None = None) -> list[dict]:
+                    v1_data_dir: str | Path | None = None, tasks: list[str] | None = None,
+                    doc_selection: str = "first_n", acc_norm_space: str | None = None) -> list[dict]:
     """Evaluate and return tidy rows. model: MambaLM, its transformers wrapper, or a transformers
     causal LM; tokenizer: a transformers tokenizer. Raises ValueError on an unknown suite/harness
     pair, DatasetNotCachedError / FileNotFoundError when benchmark data is not available offline.
-    tasks: a subset of the suite's tasks (lm_eval only; None: all)."""
+    tasks: a subset of the suite's tasks (None: all). doc_selection, acc_norm_space: lighteval only
+    (bench.evals.lighteval_runner); lm-eval rows record its own conventions, first_n and ignored."""
     if harness not in HARNESSES:
         raise ValueError(f"harness must be one of {HARNESSES}, got {harness!r}")
     if suite not in SUITES[harness]:
@@ -38,13 +40,15 @@ def run_leaderboard(model, tokenizer, arch_name: str, suite: str = "local", harn
 
         rows = run_lm_eval(model, tokenizer, suite, out_dir, limit=limit, batch_size=batch_size,
                            bootstrap_iters=bootstrap_iters, seed=seed, tasks=tasks)
+        # lm-eval takes a split's first N documents; its acc_norm leaves out the choice's leading space
+        for row in rows:
+            row.update(doc_selection="all" if limit is None else "first_n", acc_norm_space="ignored")
     else:
-        if tasks is not None:
-            raise ValueError("tasks= selects lm_eval tasks only; lighteval runs the whole suite")
         from bench.evals.lighteval_runner import run_lighteval
 
         rows = run_lighteval(model, tokenizer, suite, out_dir, limit=limit, batch_size=batch_size, seed=seed,
-                             v1_data_dir=v1_data_dir)
+                             v1_data_dir=v1_data_dir, tasks=tasks, doc_selection=doc_selection,
+                             acc_norm_space=acc_norm_space)
     for row in rows:
         row.update(suite=suite, arch=arch_name)
     return rows

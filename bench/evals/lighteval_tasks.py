@@ -1,35 +1,46 @@
-"""lighteval custom tasks (TASKS_TABLE), all on local JSONL: imported only inside .venv-lighteval.
+"""lighteval task table (TASKS_TABLE) for the worker: imported only inside .venv-lighteval.
 
-Each task's `hf_repo` is a local directory holding test.jsonl (and train.jsonl for few-shot
-examples), prepared by the worker under $SSMB_LIGHTEVAL_DATA (see lighteval_worker.py):
+The worker's plan (JSON at $SSMB_LIGHTEVAL_PLAN, written by lighteval_runner.py) lists the tasks:
 
-- our local tasks: ssmb_compare, ssmb_arithmetic (loglikelihood: acc, acc_norm) and
-  ssmb_boolean_expressions (generative, exact match);
-- Open LLM Leaderboard v1 definitions, for when their data was exported to JSONL beforehand
-  (fields as in the hub datasets): arc (allenai/ai2_arc, ARC-Challenge), hellaswag (Rowan/hellaswag),
-  mmlu (cais/mmlu "all"), truthfulqa (truthful_qa "multiple_choice", mc2), winogrande
-  (winogrande_xl), gsm8k (gsm8k "main"). (Few-shot counts: lighteval_runner.V1_FEWSHOT.)
+- our local tasks (ssmb_compare, ssmb_arithmetic: loglikelihood acc / acc_norm;
+  ssmb_boolean_expressions: generative exact match), on JSONL laid out by the runner;
+- the v1 leaderboard tasks, taken from lighteval's own registry modules
+  (lighteval.tasks.tasks.<module>: arc:challenge, hellaswag, mmlu:*, truthfulqa:mc, winogrande,
+  gsm8k) with `dataclasses.replace` of the data location only: `hf_repo` becomes a local folder
+  whose README declares the Hub subsets and splits (so `hf_subset` stays the engine's), and
+  `hf_avail_splits` lists the splits on disk (a missing few-shot split makes lighteval draw its
+  shots from the evaluation split, its own rule for such datasets). Prompt functions, few-shot
+  selection, generation settings and metrics are the engine's.
 
-Prompts follow lighteval's own definitions of those tasks (helm/leaderboard style).
+acc_norm is lighteval's `LogProbCharNorm`; the plan's `acc_norm_space` says whether the leading space
+of a choice counts towards its length ("counted": lighteval's default; "ignored": lm-eval's
+definition, `ignore_first_space=True`). It is added to the v1 tasks whose engine metric is a plain
+loglikelihood accuracy (the v1 leaderboard reported ARC's acc_norm).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
+import json
 import os
-import re
 
 from lighteval.metrics.dynamic_metrics import LogLikelihoodAccMetric
 from lighteval.metrics.metrics import Metrics
 from lighteval.metrics.normalizations import LogProbCharNorm
-from lighteval.tasks.lighteval_task import LightevalTaskConfig
+from lighteval.tasks.lighteval_task import LightevalTask, LightevalTaskConfig
 from lighteval.tasks.requests import Doc
 
-DATA = os.environ.get("SSMB_LIGHTEVAL_DATA", "")
 ACC = LogLikelihoodAccMetric()
-ACC_NORM = LogLikelihoodAccMetric(normalization=LogProbCharNorm())
 
 
-# ----------------------------------------------------------------------------- prompts
+def acc_norm(space: str) -> LogLikelihoodAccMetric:
+    if space not in ("counted", "ignored"):
+        raise ValueError(f"acc_norm_space must be 'counted' or 'ignored', got {space!r}")
+    return LogLikelihoodAccMetric(normalization=LogProbCharNorm(ignore_first_space=space == "ignored"))
+
+
+# ----------------------------------------------------------------------------- local tasks
 
 def mc_prompt(line, task_name: str = None):
     """ssmb_compare / ssmb_arithmetic: the same text as the lm-eval YAML."""
@@ -41,73 +52,57 @@ def boolean_prompt(line, task_name: str = None):
     return Doc(task_name=task_name, query=f"Q: {line['input']}\nA:", choices=[f" {line['target']}"], gold_index=0)
 
 
-def arc_prompt(line, task_name: str = None):
-    return Doc(task_name=task_name, query=f"Question: {line['question']}\nAnswer:",
-               choices=[f" {c}" for c in line["choices"]["text"]],
-               gold_index=line["choices"]["label"].index(line["answerKey"]))
-
-
-def _hellaswag_clean(text: str) -> str:
-    text = text.replace(" [title]", ". ")
-    return re.sub(r"\[.*?\]", "", text).replace("  ", " ").strip()
-
-
-def hellaswag_prompt(line, task_name: str = None):
-    ctx = f"{line['ctx_a']} {line['ctx_b'].capitalize()} "
-    return Doc(task_name=task_name, query=_hellaswag_clean(line["activity_label"] + ": " + ctx),
-               choices=[" " + _hellaswag_clean(e) for e in line["endings"]],
-               gold_index=int(line["label"]) if line["label"] != "" else -1)
-
-
-def mmlu_prompt(line, task_name: str = None):
-    letters = "ABCD"
-    subject = line["subject"].replace("_", " ")
-    query = f"The following are multiple choice questions (with answers) about {subject}.\n\n{line['question']}\n"
-    query += "".join(f"{k}. {c}\n" for k, c in zip(letters, line["choices"])) + "Answer:"
-    return Doc(task_name=task_name, query=query, choices=[f" {k}" for k in letters], gold_index=int(line["answer"]),
-               instruction=f"The following are multiple choice questions (with answers) about {subject}.\n\n")
-
-
-def truthfulqa_prompt(line, task_name: str = None):
-    """mc2: all mc2 targets as choices; the gold ones are the labels equal to 1."""
-    targets = line["mc2_targets"]
-    return Doc(task_name=task_name, query=f"Q: {line['question']}\nA:",
-               choices=[f" {c}" for c in targets["choices"]],
-               gold_index=[i for i, label in enumerate(targets["labels"]) if label == 1])
-
-
-def winogrande_prompt(line, task_name: str = None):
-    """As lighteval's: the sentence up to the blank is the query, each option plus the rest a choice."""
-    query, end = line["sentence"].split("_", 1)
-    end = end.strip()
-    return Doc(task_name=task_name, query=query, choices=[f"{line['option1']} {end}", f"{line['option2']} {end}"],
-               gold_index=int(line["answer"]) - 1)
-
-
-def gsm8k_prompt(line, task_name: str = None):
-    return Doc(task_name=task_name, query=f"Question: {line['question']}\nAnswer:",
-               choices=[f" {line['answer']}"], gold_index=0)
-
-
-# ----------------------------------------------------------------------------- configs
-
-def _task(name: str, prompt, metrics, generation_size: int = -1, stop=("\n",)) -> LightevalTaskConfig:
+def local_task(name: str, data_dir: str, space: str) -> LightevalTaskConfig:
+    if name == "ssmb_boolean_expressions":
+        prompt, metrics, size, stop = boolean_prompt, [Metrics.exact_match], 4, ["\n", "Q:"]
+    else:
+        prompt, metrics, size, stop = mc_prompt, [ACC, acc_norm(space)], -1, ["\n"]
     return LightevalTaskConfig(
-        name=name, prompt_function=prompt, hf_repo=os.path.join(DATA, name), hf_subset="default",
+        name=name, prompt_function=prompt, hf_repo=data_dir, hf_subset="default",
         hf_avail_splits=["train", "test"], evaluation_splits=["test"], few_shots_split="train",
-        few_shots_select="sequential", metrics=metrics, generation_size=generation_size,
-        stop_sequence=list(stop), version=0,
+        few_shots_select="sequential", metrics=metrics, generation_size=size, stop_sequence=stop, version=0,
     )
 
 
-TASKS_TABLE = [
-    _task("ssmb_compare", mc_prompt, [ACC, ACC_NORM]),
-    _task("ssmb_arithmetic", mc_prompt, [ACC, ACC_NORM]),
-    _task("ssmb_boolean_expressions", boolean_prompt, [Metrics.exact_match], generation_size=4, stop=("\n", "Q:")),
-    _task("arc", arc_prompt, [ACC, ACC_NORM]),
-    _task("hellaswag", hellaswag_prompt, [ACC, ACC_NORM]),
-    _task("mmlu", mmlu_prompt, [ACC]),
-    _task("truthfulqa", truthfulqa_prompt, [Metrics.truthfulqa_mc_metrics]),
-    _task("winogrande", winogrande_prompt, [ACC]),
-    _task("gsm8k", gsm8k_prompt, [Metrics.exact_match], generation_size=256, stop=("Question:",)),
-]
+# ----------------------------------------------------------------------------- engine tasks
+
+def engine_config(module: str, name: str) -> LightevalTaskConfig:
+    """lighteval's own config of task `name`, from its registry module (nothing else is imported:
+    the load-all step pulls in modules that download or crash offline)."""
+    table = importlib.import_module(f"lighteval.tasks.tasks.{module}").TASKS_TABLE
+    configs = {c.name: c for c in table}
+    if name not in configs:
+        raise KeyError(f"lighteval.tasks.tasks.{module} has no task {name!r} (has {sorted(configs)[:5]}...)")
+    return configs[name]
+
+
+def engine_task(module: str, name: str, hf_repo: str, splits: list[str], space: str) -> LightevalTaskConfig:
+    """The engine's config with only its data location replaced (see the module docstring)."""
+    cfg = engine_config(module, name)
+    missing = [s for s in cfg.evaluation_splits if s not in splits]
+    if missing:
+        raise FileNotFoundError(f"{name}: evaluation split(s) {missing} not in {hf_repo} (have {splits})")
+    few = cfg.few_shots_split if cfg.few_shots_split in splits else None
+    metrics = list(cfg.metrics)
+    if [m.metric_name for m in metrics] == ["acc"]:
+        metrics.append(acc_norm(space))
+    local = dataclasses.replace(cfg, hf_repo=hf_repo, hf_avail_splits=list(splits), few_shots_split=few,
+                                metrics=metrics)
+    # where the engine draws its shots with the Hub's splits (the worker records both)
+    local.engine_fewshot_split = LightevalTask(cfg).fewshot_split or ",".join(cfg.evaluation_splits)
+    return local
+
+
+def tasks_table(plan: dict) -> list[LightevalTaskConfig]:
+    space = plan["acc_norm_space"]
+    out = []
+    for t in plan["tasks"]:
+        if t.get("module"):
+            out.append(engine_task(t["module"], t["name"], t["hf_repo"], t["splits"], space))
+        else:
+            out.append(local_task(t["name"], t["hf_repo"], space))
+    return out
+
+
+_PLAN = os.environ.get("SSMB_LIGHTEVAL_PLAN")
+TASKS_TABLE = tasks_table(json.loads(open(_PLAN).read())) if _PLAN else []

@@ -1,20 +1,29 @@
 """lighteval worker: runs inside .venv-lighteval, started by lighteval_runner.py as a subprocess.
 
-    .venv-lighteval/bin/python bench/evals/lighteval_worker.py --model-dir DIR --tasks ssmb_compare|3,...
-        --data DIR --out DIR [--max-samples N] [--batch-size B] [--seed S]
+    .venv-lighteval/bin/python bench/evals/lighteval_worker.py --model-dir DIR --plan PLAN.json
+        --tasks name|fewshot,... --out DIR [--max-samples N] [--doc-selection first_n|lighteval]
+        [--batch-size B] [--seed S]
 
 Reads a Hugging Face format model directory (importing models.hf first, so the in-repo Mamba
-loads through AutoModelForCausalLM), evaluates our custom tasks (lighteval_tasks.py) with
-lighteval's transformers backend on CPU or the first GPU, and writes out/metrics.json:
+loads through AutoModelForCausalLM), evaluates the plan's tasks (lighteval_tasks.py) with
+lighteval's transformers backend on CPU or the first GPU, and writes
 
-    {task: {"metrics": {name: value}, "stderr": {name: value}, "n_samples": int}}
+    out/metrics.json  {task: {"metrics": {name: value}, "stderr": {name: value}, "n_samples": int,
+                              "fewshot_split": split the shots came from, "engine_fewshot_split": ...}}
+    out/samples.json  {task: [{"doc_id": int, "metrics": {name: value}, "logprobs": [...]}]}
 
-plus lighteval's own results and per-sample details under out/. The workarounds for lighteval
-0.13 offline (FIELD-NOTES pitfalls):
+plus lighteval's own results and per-sample details under out/. Workarounds for lighteval 0.13
+offline:
 - the registry imports every built-in task module on start (some download or crash offline):
-  `Registry.load_all_task_configs` is replaced by one that loads only our TASKS_TABLE;
+  `Registry.load_all_task_configs` is replaced by one that loads only the plan's TASKS_TABLE;
 - the prediction cache is keyed on the model name, not the weights: it is switched off;
 - result keys are "task:0" (get_results) but "task|0" (saved JSON): we strip either suffix.
+
+Document selection under --max-samples: lighteval shuffles a task's documents (seed 42) and
+takes the first N; lm-eval takes the first N of the split. `first_n` scores the first N documents
+of the split, each with the very few-shot examples lighteval gives it in a full run (its docs are
+built as for a full run, then the first N by index are kept), so the two engines score the same
+documents; `lighteval` keeps the engine's shuffle.
 """
 
 from __future__ import annotations
@@ -29,38 +38,59 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
 ROOT = Path(__file__).resolve().parents[2]
 TASKS_MODULE = Path(__file__).with_name("lighteval_tasks.py")
+DOC_SELECTIONS = ("first_n", "lighteval")
 
 
 def _only_custom_tasks(custom_tasks=None, load_multilingual=False):
-    """Replacement for Registry.load_all_task_configs: our TASKS_TABLE, nothing built in."""
+    """Replacement for Registry.load_all_task_configs: the plan's TASKS_TABLE, nothing else imported."""
     from lighteval.tasks.registry import Registry
 
     return Registry._extract_configs(Registry.create_custom_tasks_module(custom_tasks))
 
 
+def _first_n(engine_get_docs):
+    """LightevalTask.get_docs taking the split's first N documents instead of N shuffled ones."""
+
+    def get_docs(self, max_samples=None):
+        docs = engine_get_docs(self, None)  # every doc, with the few-shot examples of a full run
+        if max_samples:
+            docs = sorted(docs, key=lambda d: int(d.id))[:max_samples]
+        return docs
+
+    return get_docs
+
+
+def _task_key(key: str) -> str:
+    return key.replace("|", ":").rsplit(":", 1)[0]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model-dir", required=True)
+    parser.add_argument("--plan", required=True, help="JSON task plan (see lighteval_tasks.py)")
     parser.add_argument("--tasks", required=True, help="comma-separated name|fewshot")
-    parser.add_argument("--data", required=True, help="directory with <task>/{train,test}.jsonl")
     parser.add_argument("--out", required=True)
     parser.add_argument("--max-samples", type=int, default=None)
+    parser.add_argument("--doc-selection", choices=DOC_SELECTIONS, default="first_n")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args(argv)
-    os.environ["SSMB_LIGHTEVAL_DATA"] = str(Path(args.data).resolve())  # read by lighteval_tasks.py
+    os.environ["SSMB_LIGHTEVAL_PLAN"] = str(Path(args.plan).resolve())  # read by lighteval_tasks.py
     sys.path.insert(0, str(ROOT))
 
     import torch
     from lighteval.logging.evaluation_tracker import EvaluationTracker
     from lighteval.models.transformers.transformers_model import TransformersModelConfig
     from lighteval.pipeline import ParallelismManager, Pipeline, PipelineParameters
+    from lighteval.tasks.lighteval_task import LightevalTask
     from lighteval.tasks.registry import Registry
 
     import models.hf  # noqa: F401  registers ssm_bench_mamba with AutoModelForCausalLM
 
     torch.manual_seed(args.seed)
     Registry.load_all_task_configs = staticmethod(_only_custom_tasks)
+    if args.doc_selection == "first_n":
+        LightevalTask.get_docs = _first_n(LightevalTask.get_docs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tracker = EvaluationTracker(output_dir=str(out), save_details=True)
@@ -75,18 +105,29 @@ def main(argv=None) -> None:
     pipeline.evaluate()
     pipeline.save_and_push_results()
     results = pipeline.get_results()
-    details = pipeline.get_details()  # {"task|fewshot": [one entry per sample]}
-    counts = {name.replace("|", ":").rsplit(":", 1)[0]: len(entries) for name, entries in details.items()}
+    details = pipeline.get_details()  # {"task|fewshot": [one Detail per sample]}
 
+    engine_split = {}  # task -> (split its shots came from, the split the engine's config names)
+    for cfg in Registry.create_custom_tasks_module(str(TASKS_MODULE)).TASKS_TABLE:
+        used = LightevalTask(cfg).fewshot_split or ",".join(cfg.evaluation_splits)
+        engine_split[cfg.name] = (used, getattr(cfg, "engine_fewshot_split", used))
+
+    samples = {}
+    for name, entries in details.items():
+        samples[_task_key(name)] = [
+            {"doc_id": int(d.doc.id), "metrics": {k: float(v) for k, v in d.metric.items()},
+             "logprobs": [float(x) for x in (d.model_response.logprobs or [])]} for d in entries]
     per_task = {}
     for key, values in results["results"].items():
         if key == "all":
             continue
-        task = key.replace("|", ":").rsplit(":", 1)[0]
+        task = _task_key(key)
         metrics = {k: v for k, v in values.items() if not k.endswith("_stderr")}
         stderr = {k[: -len("_stderr")]: v for k, v in values.items() if k.endswith("_stderr")}
-        per_task[task] = {"metrics": metrics, "stderr": stderr, "n_samples": counts.get(task)}
+        per_task[task] = {"metrics": metrics, "stderr": stderr, "n_samples": len(samples.get(task, [])),
+                          "fewshot_split": engine_split[task][0], "engine_fewshot_split": engine_split[task][1]}
     (out / "metrics.json").write_text(json.dumps(per_task, indent=2))
+    (out / "samples.json").write_text(json.dumps(samples))
 
 
 if __name__ == "__main__":
