@@ -23,6 +23,8 @@ BBH_TASKS = (
     "web_of_lies", "word_sorting",
 )
 BBH_SIZES = {"causal_judgement": 187, "penguins_in_a_table": 146, "snarks": 178}  # the rest: 250
+# Free-form BBH tasks that lm-eval's leaderboard_bbh (24 multiple-choice subtasks) leaves out.
+BBH_NOT_IN_LEADERBOARD = ("dyck_languages", "multistep_arithmetic_two", "word_sorting")
 
 # Subject -> (lm-eval task, test rows, Level 5 test rows) of MATH (Hendrycks et al.).
 MATH_SUBJECTS = {
@@ -59,7 +61,7 @@ class Split:
     repo: str                  # the Hub dataset the engine's task reads, e.g. "SaylorTwift/bbh"
     subset: str | None         # its config name (None: the Hub dataset has a single default one)
     split: str
-    task: str                  # the engine task that reads it (lm-eval or lighteval name)
+    task: str                  # the engine task that reads it (lm-eval or lighteval name; "" for none)
     source: str | None         # converter that builds it offline; None: not obtainable here
     rows: int | None = None    # size of the real split (None where summed over subsets elsewhere)
     expected_rows: int | None = None  # what the offline source yields, when it differs from `rows`
@@ -79,8 +81,12 @@ def _entries() -> list[Split]:
     out: list[Split] = []
     # ---- v2: lm-eval's leaderboard group
     for task in BBH_TASKS:
-        out.append(Split("SaylorTwift/bbh", task, "test", f"leaderboard_bbh_{task}", "bbh",
-                         BBH_SIZES.get(task, 250)))
+        if task in BBH_NOT_IN_LEADERBOARD:
+            out.append(Split("SaylorTwift/bbh", task, "test", "", "bbh", BBH_SIZES.get(task, 250),
+                             note="not one of lm-eval's 24 leaderboard_bbh subtasks (free-form answers)"))
+        else:
+            out.append(Split("SaylorTwift/bbh", task, "test", f"leaderboard_bbh_{task}", "bbh",
+                             BBH_SIZES.get(task, 250)))
     out.append(Split("TIGER-Lab/MMLU-Pro", None, "test", "leaderboard_mmlu_pro", "mmlu_pro", 12032))
     out.append(Split(
         "TIGER-Lab/MMLU-Pro", None, "validation", "leaderboard_mmlu_pro", None, 70, fewshot=True,
