@@ -46,6 +46,25 @@ def test_every_experiment_composes_and_validates(experiment):
     assert cfg.experiment == experiment and cfg.scenario.name in runner.SCENARIOS
 
 
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml")))
+def test_every_job_of_every_experiment_sweep_composes_and_validates(experiment):
+    """What the sweep would run, job by job (the sweeper's params expanded as the precheck does)."""
+    from bench.precheck import expand
+
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        params = compose(config_name="config", overrides=[f"experiment={experiment}"], return_hydra_config=True)
+        sweep = OmegaConf.to_container(params.hydra.sweeper.get("params") or {})
+        for job in expand([f"{k}={v}" for k, v in sweep.items()]):
+            cfg = OmegaConf.to_object(compose(config_name="config", overrides=[f"experiment={experiment}", *job]))
+            assert cfg.scenario.name in runner.SCENARIOS, job
+
+
+@pytest.mark.parametrize("hardware", sorted(p.stem for p in (REPO / "configs" / "hardware").glob("*.yaml")))
+def test_every_hardware_profile_composes_and_validates(hardware):
+    cfg = load([f"hardware={hardware}"])
+    assert cfg.hardware.name == hardware and cfg.hardware.budget_bytes > 0
+
+
 @pytest.mark.parametrize("scenario", sorted(p.stem for p in (REPO / "configs" / "scenario").glob("*.yaml")))
 def test_every_scenario_composes_and_validates(scenario):
     assert load([f"scenario={scenario}"]).scenario.name in runner.SCENARIOS
