@@ -47,7 +47,10 @@ log = logging.getLogger("bench")
 CONVERTER_VERSION = 2  # bump when convert() changes: converted directories are redone
 REPO = Path(__file__).resolve().parents[1]
 GGUF_DIR = REPO / "data" / "tokenizers"  # the shipped GGUF files and golden tokenizations
-NAMES = ("falcon", "gpt-neox", "mpt", "llama-bpe", "gpt-2")
+# name -> len(tokenizer) (tests/test_tokenizers.py checks it), so that a config naming a tokenizer
+# too large for its model's embedding is refused before anything loads
+LENGTHS = {"falcon": 65024, "gpt-neox": 50277, "mpt": 50277, "llama-bpe": 128256, "gpt-2": 50257}
+NAMES = tuple(LENGTHS)
 # gpt-neox's GGUF predates `tokenizer.ggml.pre`; its Hugging Face tokenizer (GPT-NeoX-20B, which
 # MPT reuses) pre-tokenizes with GPT-2's regex, as mpt's does (llama.cpp's fallback would not).
 PRE_OVERRIDES = {"gpt-neox": "mpt"}
@@ -203,11 +206,22 @@ def load_tokenizer(name_or_path: str, data_dir: Path | None = None):
     return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
 
 
-def check_tokenizer_field(value: str | None) -> None:
-    """model.tokenizer: null, a shipped name, or an existing directory (cheap: nothing is loaded)."""
-    if value is not None and value not in NAMES and not Path(value).expanduser().is_dir():
+def check_tokenizer_field(value: str | None, vocab_size: int | None = None) -> None:
+    """model.tokenizer: null, a shipped name (that fits vocab_size), or an existing directory
+    (checked when loaded). Cheap: nothing is read."""
+    if value is None:
+        return
+    if value not in NAMES and not Path(value).expanduser().is_dir():
         raise ConfigError(f"model.tokenizer: {value!r} is neither one of {list(NAMES)} "
                           "nor a local tokenizer directory")
+    if value in LENGTHS and vocab_size is not None:
+        _check_fits(value, LENGTHS[value], vocab_size)
+
+
+def _check_fits(name: str, length: int, vocab_size: int) -> None:
+    if vocab_size < length:
+        raise ConfigError(f"model.vocab_size: {vocab_size} is smaller than model.tokenizer {name!r}'s "
+                          f"{length} tokens (every id needs an embedding row)")
 
 
 def tokenizer_for_model(model_cfg, data_dir: Path | None = None):
@@ -216,9 +230,7 @@ def tokenizer_for_model(model_cfg, data_dir: Path | None = None):
     if getattr(model_cfg, "tokenizer", None) is None:
         return None
     tok = load_tokenizer(model_cfg.tokenizer, data_dir)
-    if model_cfg.vocab_size < len(tok):
-        raise ConfigError(f"model.vocab_size: {model_cfg.vocab_size} is smaller than model.tokenizer "
-                          f"{model_cfg.tokenizer!r}'s {len(tok)} tokens")
+    _check_fits(model_cfg.tokenizer, len(tok), model_cfg.vocab_size)
     return tok
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from bench.config import ConfigError, ModelConfig
-from bench.tokenizers import (GGUF_DIR, NAMES, check_tokenizer_field, gguf_path, load_tokenizer, prepare,
+from bench.tokenizers import (GGUF_DIR, LENGTHS, NAMES, check_tokenizer_field, gguf_path, load_tokenizer, prepare,
                               prompt_ids, read_gguf, tokenizer_for_model)
 
 SEP = "\n__ggml_vocab_test__\n"  # llama.cpp's tests/test-tokenizer-0.cpp
@@ -73,7 +73,7 @@ def test_gpt_neox_is_mpt_in_the_gguf_files():
 ])
 def test_specials_and_length(name, length, bos, eos, adds_bos):
     tok = tokenizer(name)
-    assert len(tok) == length
+    assert len(tok) == length == LENGTHS[name]
     assert (tok.bos_token_id, tok.eos_token_id) == (bos, eos)
     ids = tok("Hello world")["input_ids"]
     assert (ids[0] == bos) is adds_bos
@@ -100,9 +100,14 @@ def test_model_config_tokenizer_field(tmp_path):
     assert tokenizer_for_model(ModelConfig(name="m", arch="ssm", family="falcon_mamba")) is None
     ok = ModelConfig(name="m", arch="ssm", family="falcon_mamba", tokenizer="falcon")
     assert len(tokenizer_for_model(ok)) == 65024
-    small = ModelConfig(name="m", arch="transformer", family="llama", impl="transformers", tokenizer="llama-bpe")
     with pytest.raises(ConfigError, match=r"^model\.vocab_size: 65024 .* model\.tokenizer 'llama-bpe'"):
-        tokenizer_for_model(small)
+        ModelConfig(name="m", arch="transformer", family="llama", impl="transformers", tokenizer="llama-bpe")
+    exact = ModelConfig(name="m", arch="transformer", family="llama", impl="transformers", tokenizer="gpt-2",
+                        vocab_size=50257)
+    assert len(tokenizer_for_model(exact)) == 50257
+    exact.vocab_size = 50256  # changed after validation: loading checks again
+    with pytest.raises(ConfigError, match=r"^model\.vocab_size: 50256 .* model\.tokenizer 'gpt-2'"):
+        tokenizer_for_model(exact)
     with pytest.raises(ConfigError, match=r"^model\.tokenizer: 'nope'"):
         ModelConfig(name="m", arch="ssm", family="falcon_mamba", tokenizer="nope")
     # a local directory (a checkpoint's tokenizer) is read offline
