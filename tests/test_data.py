@@ -368,3 +368,41 @@ def test_lm_eval_leaderboard_task_reads_the_local_copy(built, tmp_path):
     context, continuation = task.instances[0].args
     assert context.count("Q: ") == 4 and context.endswith(f"Q: {docs[0]['input']}\nA:")
     assert continuation in (" Yes", " No")
+
+
+LIGHTEVAL_CHECK = """
+import json, sys
+import datasets
+from lighteval.tasks.tasks import arc, hellaswag, mmlu, winogrande, gsm8k
+datasets.disable_progress_bars()
+kwargs = json.loads(sys.argv[1])
+out = {}
+for cfg in (arc.arc_challenge, hellaswag.hellaswag, mmlu.mmlu_anatomy, winogrande.winogrande, gsm8k.gsm8k):
+    repo, subset = cfg.hf_repo, (None if cfg.hf_subset == "default" else cfg.hf_subset)
+    ds = datasets.load_dataset(**kwargs[repo])[cfg.evaluation_splits[0]]
+    docs = [cfg.prompt_function(row, cfg.name) for row in ds]
+    out[cfg.name] = [repo, subset, len(docs), sum(0 <= d.gold_index < len(d.choices) for d in docs)]
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.lighteval
+def test_lighteval_prompt_functions_read_the_local_copies(built):
+    """lighteval's own v1 task configs name these Hub datasets, and their prompt functions take every row."""
+    import subprocess
+
+    from bench.evals.lighteval_runner import ensure_venv
+
+    python = ensure_venv()
+    kwargs = {repo: data.load_kwargs(repo, subset) for repo, subset in (
+        ("allenai/ai2_arc", "ARC-Challenge"), ("Rowan/hellaswag", None), ("lighteval/mmlu", "anatomy"),
+        ("allenai/winogrande", "winogrande_xl"), ("openai/gsm8k", "main"))}
+    proc = subprocess.run([str(python), "-c", LIGHTEVAL_CHECK, json.dumps(kwargs)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out == {"arc:challenge": ["allenai/ai2_arc", "ARC-Challenge", 1172, 1172],
+                   "hellaswag": ["Rowan/hellaswag", None, 10042, 10042],
+                   "mmlu:anatomy": ["lighteval/mmlu", "anatomy", 135, 135],
+                   "winogrande": ["allenai/winogrande", "winogrande_xl", 1267, 1267],
+                   "gsm8k": ["openai/gsm8k", "main", 1319, 1319]}
