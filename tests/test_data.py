@@ -258,8 +258,9 @@ def test_build_records_checksums_and_is_idempotent(data_dir, capsys):
     assert len(recs) == 27 and sum(r["rows"] for r in recs.values()) == 6511
     path = data.local_path("SaylorTwift/bbh", "snarks", "test")
     rec = manifest["splits"]["SaylorTwift/bbh/snarks/test"]
-    assert rec["rows"] == 178 and rec["file_sha256"] == build_mod.sha256_file(path)
-    assert build_mod.content_sha256(path) == (rec["sha256"], 178)
+    assert rec["rows"] == 178 and build_mod.content_sha256(path) == (rec["sha256"], 178)
+    file_sha = build_mod.sha256_file(path)
+    assert build_mod.read_stamp()["SaylorTwift/bbh/snarks/test"] == file_sha
     assert datasets.load_dataset(**data.load_kwargs("SaylorTwift/bbh", "snarks"))["test"].num_rows == 178
 
     mtime = path.stat().st_mtime_ns
@@ -267,11 +268,16 @@ def test_build_records_checksums_and_is_idempotent(data_dir, capsys):
     assert build_mod.build(sources=["bbh"]) == 0  # nothing to do
     assert "up to date" in capsys.readouterr().out and path.stat().st_mtime_ns == mtime
 
+    build_mod.stamp_path().unlink()  # no stamp (another writer's files): the content is checked
+    assert build_mod.build(sources=["bbh"]) == 0
+    assert path.stat().st_mtime_ns == mtime and build_mod.read_stamp()["SaylorTwift/bbh/snarks/test"] == file_sha
+
     path.unlink()  # a lost file is rebuilt, identical
     assert build_mod.build(sources=["bbh"]) == 0
-    assert build_mod.sha256_file(path) == rec["file_sha256"]
+    assert build_mod.sha256_file(path) == file_sha
     assert build_mod.build(sources=["bbh"], force=True) == 0  # --force rewrites: same bytes
-    assert path.stat().st_mtime_ns != mtime and build_mod.sha256_file(path) == rec["file_sha256"]
+    assert path.stat().st_mtime_ns != mtime and build_mod.sha256_file(path) == file_sha
+    assert json.loads((data_dir / "manifest.json").read_text()) == manifest
 
 
 def test_build_refuses_content_that_differs_from_the_manifest(data_dir, capsys):

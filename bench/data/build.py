@@ -1,9 +1,11 @@
 """`make data`: convert every offline source into data/hub/, checked against data/manifest.json.
 
-The manifest records, per split, its row count, the sha256 of its content (the rows as canonical JSON
-plus the column types: independent of the parquet writer's version) and of the file's bytes. A rerun
-leaves a split alone when its file still matches; a build whose content differs from the recorded one
-is an error (the file is not kept) unless `--force` accepts it.
+The manifest (committed) records, per split, its row count and the sha256 of its content: the rows as
+canonical JSON plus the column types, so it does not depend on the parquet writer's version. A local
+stamp (data/hub/.files.json, not committed) remembers each file's own sha256, so that a rerun can see
+without reading the rows that a file is the one it wrote. A rerun leaves a matching split alone; a
+build whose content differs from the recorded one is an error (the file is not kept) unless `--force`
+accepts it.
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ from bench.data.convert import CONVERTERS, ConvertError, Sources
 from bench.data.fetch import WHEELS, FetchError, sha256_file
 
 MANIFEST_ABOUT = ("Local copies of the Hub splits the leaderboard tasks read, built by `make data` "
-                  "(python -m bench.data). sha256: the content (rows as canonical JSON + column types); "
-                  "file_sha256: the parquet file's bytes. See README.md.")
+                  "(python -m bench.data). sha256: the content (column types, then each row as canonical "
+                  "JSON). See README.md.")
 
 
 class BuildError(RuntimeError):
@@ -52,6 +54,23 @@ def write_manifest(manifest: dict) -> None:
     os.replace(tmp, path)
 
 
+def stamp_path() -> Path:
+    return data.hub_dir() / ".files.json"
+
+
+def read_stamp() -> dict[str, str]:
+    try:
+        return json.loads(stamp_path().read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def write_stamp(stamp: dict[str, str]) -> None:
+    if stamp:
+        stamp_path().parent.mkdir(parents=True, exist_ok=True)
+        stamp_path().write_text(json.dumps(stamp, indent=1, sort_keys=True) + "\n")
+
+
 def content_sha256(path: Path) -> tuple[str, int]:
     """sha256 of a split's content (column names and types, then each row as canonical JSON), rows."""
     table = pq.read_table(path)
@@ -67,14 +86,18 @@ def target(e: Split) -> Path:
     return data.dataset_dir(e.repo, e.subset) / f"{e.split}.parquet"
 
 
-def up_to_date(e: Split, manifest: dict) -> bool:
+def up_to_date(e: Split, manifest: dict, stamp: dict[str, str]) -> bool:
     rec = manifest["splits"].get(e.key)
     path = target(e)
     if rec is None or not path.is_file():
         return False
-    if sha256_file(path) == rec.get("file_sha256"):
+    file_sha = sha256_file(path)
+    if stamp.get(e.key) == file_sha:
+        return True  # the file this build wrote, with the recorded content
+    if content_sha256(path)[0] == rec.get("sha256"):
+        stamp[e.key] = file_sha
         return True
-    return content_sha256(path)[0] == rec.get("sha256")  # same rows, another writer's bytes
+    return False
 
 
 def _write(ds, path: Path) -> None:
@@ -96,15 +119,19 @@ def _check_rows(entries: list[Split], built: dict) -> None:
                 raise BuildError(f"lighteval/mmlu {split}: {got} rows over the 57 subjects, the real split has {want}")
 
 
-def build_source(source: str, src: Sources, manifest: dict, force: bool) -> dict:
-    """Convert one source; returns a summary row. Updates `manifest` in place."""
+def _summary(source: str, entries: list[Split], manifest: dict, status: str, t0: float) -> dict:
+    return {"source": source, "splits": len(entries),
+            "rows": sum(manifest["splits"][e.key]["rows"] for e in entries),
+            "bytes": sum(target(e).stat().st_size for e in entries), "status": status,
+            "seconds": time.perf_counter() - t0}
+
+
+def build_source(source: str, src: Sources, manifest: dict, stamp: dict[str, str], force: bool) -> dict:
+    """Convert one source; returns a summary row. Updates `manifest` and `stamp` in place."""
     entries = [e for e in SPLITS if e.source == source]
     t0 = time.perf_counter()
-    if not force and all(up_to_date(e, manifest) for e in entries):
-        recs = [manifest["splits"][e.key] for e in entries]
-        return {"source": source, "splits": len(entries), "rows": sum(r["rows"] for r in recs),
-                "bytes": sum(r["bytes"] for r in recs), "status": "up to date",
-                "seconds": time.perf_counter() - t0}
+    if not force and all([up_to_date(e, manifest, stamp) for e in entries]):
+        return _summary(source, entries, manifest, "up to date", t0)
     built = CONVERTERS[source](src)
     if set(built) != {e.key for e in entries}:
         raise BuildError(f"converter {source} built {sorted(set(built) ^ {e.key for e in entries})[:3]}... "
@@ -120,16 +147,13 @@ def build_source(source: str, src: Sources, manifest: dict, force: bool) -> dict
             path.unlink()
             changed.append(e.key)
             continue
-        manifest["splits"][e.key] = {
-            "file": str(path.relative_to(data.DATA_DIR)), "rows": rows, "sha256": sha,
-            "file_sha256": sha256_file(path), "bytes": path.stat().st_size, "source": source,
-        }
+        manifest["splits"][e.key] = {"file": str(path.relative_to(data.DATA_DIR)), "rows": rows,
+                                     "sha256": sha, "source": source}
+        stamp[e.key] = sha256_file(path)
     if changed:
         raise BuildError(f"{len(changed)} split(s) of {source} differ from {manifest_path().name} "
                          f"(first: {changed[0]}); the files were not kept: find out why, or accept with --force")
-    recs = [manifest["splits"][e.key] for e in entries]
-    return {"source": source, "splits": len(entries), "rows": sum(r["rows"] for r in recs),
-            "bytes": sum(r["bytes"] for r in recs), "status": "built", "seconds": time.perf_counter() - t0}
+    return _summary(source, entries, manifest, "built", t0)
 
 
 def build(force: bool = False, sources: list[str] | None = None) -> int:
@@ -138,14 +162,15 @@ def build(force: bool = False, sources: list[str] | None = None) -> int:
     import datasets
 
     datasets.disable_progress_bars()
-    manifest = read_manifest()
+    manifest, stamp = read_manifest(), read_stamp()
     src = Sources(data.DATA_DIR)
     summary = []
     t0 = time.perf_counter()
     try:
         for source in sources or list(CONVERTERS):
-            summary.append(build_source(source, src, manifest, force))
+            summary.append(build_source(source, src, manifest, stamp, force))
             write_manifest(manifest)
+            write_stamp(stamp)
     except (BuildError, ConvertError, FetchError) as e:
         print(f"make data: {e}", file=sys.stderr)
         return 1
