@@ -283,7 +283,9 @@ def leaderboard_scores(df: pd.DataFrame) -> pd.DataFrame:
 
 def plot_leaderboard(df: pd.DataFrame) -> Figure | None:
     """Grouped bars per task: each model and settings' measured score next to its published one (hatched)."""
-    scores = leaderboard_scores(df)
+    from bench.report.leaderboard import with_published
+
+    scores = leaderboard_scores(with_published(df))
     if scores.empty:
         return None
     cols = [c for c in scores.columns if c not in ("task", "value")]

@@ -18,7 +18,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from bench.report import plots
+from bench.report import leaderboard, plots
 from bench.report.load import JOB_STATES, Collection
 from bench.report.rows import (FLAG, FLAG_NOTE, groups, key_cells, label, legend_columns, model_label, recorded,
                                series, shown_rows, text)
@@ -435,12 +435,15 @@ def _max_seq_len(d: pd.DataFrame) -> Section:
 
 def _leaderboard(d: pd.DataFrame) -> Section:
     s = Section(SCENARIO_TITLES["leaderboard"])
+    d = leaderboard.with_published(d)  # the release's published scores, source "published"
     scores = plots.leaderboard_scores(d)
     keys = [c for c in scores.columns if c not in ("task", "value")]
     rows = [{**key_cells(values), **{task: fmt_value(v, "score") for task, v in zip(g["task"], g["value"])}}
             for values, g in groups(scores, keys)]
     s.items.append("Normalized score per task (the task's own row, else the mean of its subtasks).")
     s.items += _described(d, pd.DataFrame(rows), keys)
+    notes = leaderboard.metric_notes(d)  # published vs measured not like for like
+    s.items += [notes] if notes else []
     return s
 
 
