@@ -209,10 +209,12 @@ class LeaderboardConfig(ScenarioConfig):
     bootstrap_iters: int = 0
     seed: int = 1234
     v1_data_dir: Optional[str] = None  # <task>/{train,test}.jsonl exports of the v1 benchmarks
+    data: str = "local"  # v2 datasets: local (data/, `make data`) | hub (the Hub's, online or HF cache)
 
     def __post_init__(self):
         _one_of("scenario.harness", self.harness, HARNESSES)
         _one_of("scenario.suite", self.suite, HARNESSES[self.harness])
+        _one_of("scenario.data", self.data, ("local", "hub"))
         _positive("scenario.batch_size", self.batch_size)
         if self.limit is not None:
             _positive("scenario.limit", self.limit)

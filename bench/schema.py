@@ -35,7 +35,7 @@ SETTINGS = [
     "dtype", "device", "hardware", "budget_hardware", "budget_bytes", "measure", "threads", "seed", "kernels",
     "logits_to_keep", "start_len", "max_len", "growth", "resolution", "unbounded_slope_threshold", "flat_steps",
     "prefill_mode", "chunk_size", "batch_size", "prompt_len", "new_tokens", "window", "warmup_tokens",
-    "repeats", "kv_cache", "pairing", "decode_path", "mode", "harness", "suite", "limit", "tool", "source",
+    "repeats", "kv_cache", "pairing", "decode_path", "mode", "harness", "suite", "suite_complete", "limit", "tool", "source",
 ]
 # Machine load recorded with every timed row (bench/contention.py): the report flags contention.
 LOAD_COLUMNS = ["load1", "other_cpu"]

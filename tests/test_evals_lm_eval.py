@@ -1,6 +1,7 @@
 """lm-eval offline: local tasks, Mamba vs FalconMamba loglikelihood parity, errors, published scores."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -74,8 +75,8 @@ def test_full_local_run(arch, tokenizer, tmp_path):
     assert (out / "results.json").is_file() and (out / "samples_ssmb_boolean_expressions.jsonl").is_file()
 
 
-def test_missing_v2_dataset_is_a_clear_error(tokenizer, tmp_path, monkeypatch):
-    """No hub wait: the check runs before lm-eval touches the dataset, and names it."""
+def test_missing_v2_dataset_in_the_hub_cache_is_a_clear_error(tokenizer, tmp_path, monkeypatch):
+    """data=hub, offline: no hub wait; the check runs before lm-eval touches the dataset, and names it."""
     import datasets.config
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "empty_cache")
@@ -83,7 +84,56 @@ def test_missing_v2_dataset_is_a_clear_error(tokenizer, tmp_path, monkeypatch):
         check_v2_data(("bbh",))
     model = MambaLM(MambaConfig(vocab_size=VOCAB, hidden_size=32))
     with pytest.raises(DatasetNotCachedError, match="TIGER-Lab/MMLU-Pro"):
-        run_leaderboard(model, tokenizer, "ssm", suite="v2", harness="lm_eval", out_dir=tmp_path, tasks=["mmlu_pro"])
+        run_leaderboard(model, tokenizer, "ssm", suite="v2", harness="lm_eval", out_dir=tmp_path, tasks=["mmlu_pro"],
+                        data="hub")
+
+
+BBH_DIR = Path(__file__).resolve().parents[1] / "data" / "bbh"
+
+
+def _bbh_fixture(root, rows=3):
+    """data/hub with the first `rows` real BBH examples of each leaderboard subtask, the Hub's columns."""
+    import pandas as pd
+
+    from bench.evals.normalization import BBH_NUM_CHOICES
+
+    for sub in BBH_NUM_CHOICES:
+        examples = json.loads((BBH_DIR / f"{sub}.json").read_text())["examples"][:rows]
+        out = root / "hub" / "SaylorTwift__bbh" / sub / "test.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(examples)[["input", "target"]].to_parquet(out, index=False)
+    return root
+
+
+def test_missing_local_data_skips_the_task_and_marks_the_suite_partial(tmp_path, monkeypatch, capsys):
+    """GPQA is not on disk: one line names the file to provide; BBH runs through lm-eval's own tasks
+    on the local copy; every row says the suite is partial and the average names what is missing."""
+    import bench.data
+    from bench.evals.lm_eval_runner import v2_task_manager, v2_tasks
+    from bench.evals.normalization import V2_RULES
+
+    monkeypatch.setattr(bench.data, "DATA_DIR", _bbh_fixture(tmp_path / "data"))
+    specs, skipped = v2_tasks({k: V2_RULES[k] for k in ("bbh", "gpqa", "mmlu_pro")}, v2_task_manager())
+    assert set(skipped) == {"gpqa", "mmlu_pro"}
+    gpqa = tmp_path / "data" / "hub" / "Idavidrein__gpqa" / "gpqa_diamond" / "train.parquet"
+    assert str(gpqa) in skipped["gpqa"] and "\n" not in skipped["gpqa"]
+    assert "TIGER-Lab__MMLU-Pro" in skipped["mmlu_pro"] and "1 more file" in skipped["mmlu_pro"]
+    (items,) = [spec["task"] for spec in specs]  # the engine's task names, only the data moved
+    assert {i["task"] for i in items} == {t for t, _ in V2_RULES["bbh"].subtasks.values()}
+    assert all(i["dataset_path"] == "parquet" and set(i) == {"task", "dataset_path", "dataset_name", "dataset_kwargs"}
+               for i in items)
+
+    torch.manual_seed(0)
+    tok = local_tokenizer()
+    model = MambaLM(MambaConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1)).eval()
+    rows = run_leaderboard(model, tok, "ssm", suite="v2", harness="lm_eval", out_dir=tmp_path / "out",
+                           tasks=["bbh", "gpqa"], limit=1, batch_size=32)
+    assert "lm-eval v2: skipping gpqa: missing data file" in capsys.readouterr().err
+    assert all(r["suite_complete"] is False for r in rows)
+    average = [r for r in rows if r["task"] == "average"][0]
+    assert average["missing_tasks"] == "gpqa"
+    bbh = [r for r in rows if r["task"] == "bbh" and r["subtask"] == "all"][0]
+    assert average["value"] == bbh["value"] and bbh["n_samples"] == len(V2_RULES["bbh"].subtasks)
 
 
 def test_missing_local_weights_is_a_clear_error(tmp_path):
@@ -200,9 +250,9 @@ def test_bos_as_hflm_defaults(tmp_path):
     assert ours.prefix_token_id == oracle.prefix_token_id == tok.bos_token_id
 
     tasks = ["ssmb_compare", "ssmb_arithmetic", "ssmb_boolean_expressions"]
-    a = _evaluate(ours, tasks, tmp_path / "ours", limit=20)
-    b = _evaluate(oracle, tasks, tmp_path / "hflm", limit=20)
-    no_bos = _evaluate(TorchLM(model, tok, batch_size=4, add_bos_token=False), tasks[:2], tmp_path / "nobos", limit=20)
+    a = _evaluate(ours, tasks, tmp_path / "ours", limit=12)
+    b = _evaluate(oracle, tasks, tmp_path / "hflm", limit=12)
+    no_bos = _evaluate(TorchLM(model, tok, batch_size=4, add_bos_token=False), tasks[:2], tmp_path / "nobos", limit=12)
     for task in tasks[:2]:
         assert [s["doc_id"] for s in a[task]] == [s["doc_id"] for s in b[task]]
         ll_a = torch.tensor([[float(ll) for ll, _ in s["filtered_resps"]] for s in a[task]])

@@ -5,7 +5,7 @@
 | suite | harness   | tasks                                                       | data                        |
 | ----- | --------- | ----------------------------------------------------------- | --------------------------- |
 | local | either    | our generated tasks (bench/evals/local_tasks.py)            | shipped, no download        |
-| v2    | lm_eval   | IFEval, BBH, MATH Lvl 5, GPQA, MuSR, MMLU-Pro               | local Hugging Face cache    |
+| v2    | lm_eval   | IFEval, BBH, MATH Lvl 5, GPQA, MuSR, MMLU-Pro               | data/ (make data) or Hub    |
 | v1    | lighteval | ARC, HellaSwag, MMLU, TruthfulQA, Winogrande, GSM8K         | JSONL exports (v1_data_dir) |
 
 Rows carry the tidy schema's metric/value/unit plus task, subtask, raw, normalized, n_samples,
@@ -24,12 +24,14 @@ def run_leaderboard(model, tokenizer, arch_name: str, suite: str = "local", harn
                     out_dir: str | Path = "results/leaderboard", limit: int | float | None = None,
                     batch_size: int = 8, bootstrap_iters: int = 0, seed: int = 1234,
                     v1_data_dir: str | Path | None = None, tasks: list[str] | None = None,
-                    doc_selection: str = "first_n", acc_norm_space: str | None = None) -> list[dict]:
+                    doc_selection: str = "first_n", acc_norm_space: str | None = None,
+                    data: str = "local") -> list[dict]:
     """Evaluate and return tidy rows. model: MambaLM, its transformers wrapper, or a transformers
     causal LM; tokenizer: a transformers tokenizer. Raises ValueError on an unknown suite/harness
     pair, DatasetNotCachedError / FileNotFoundError when benchmark data is not available offline.
     tasks: a subset of the suite's tasks (None: all). doc_selection, acc_norm_space: lighteval only
-    (bench.evals.lighteval_runner); lm-eval rows record its own conventions, first_n and ignored."""
+    (bench.evals.lighteval_runner); lm-eval rows record its own conventions, first_n and ignored.
+    data: where v2 reads its datasets, "local" (data/, built by `make data`) or "hub"."""
     if harness not in HARNESSES:
         raise ValueError(f"harness must be one of {HARNESSES}, got {harness!r}")
     if suite not in SUITES[harness]:
@@ -39,7 +41,7 @@ def run_leaderboard(model, tokenizer, arch_name: str, suite: str = "local", harn
         from bench.evals.lm_eval_runner import run_lm_eval
 
         rows = run_lm_eval(model, tokenizer, suite, out_dir, limit=limit, batch_size=batch_size,
-                           bootstrap_iters=bootstrap_iters, seed=seed, tasks=tasks)
+                           bootstrap_iters=bootstrap_iters, seed=seed, tasks=tasks, data=data)
         # lm-eval takes a split's first N documents; its acc_norm leaves out the choice's leading space
         for row in rows:
             row.update(doc_selection="all" if limit is None else "first_n", acc_norm_space="ignored")

@@ -90,9 +90,10 @@ class TorchLM(TemplateLM):
     # ----------------------------------------------------------------------------- forward
 
     @torch.no_grad()
-    def _logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """(b, l) -> float32 logits (b, l, V), for either kind of model."""
-        out = self.model(input_ids)
+    def _logits(self, input_ids: torch.Tensor, keep: int = 0) -> torch.Tensor:
+        """(b, l) -> float32 logits (b, l, V), or of the last `keep` positions (b, keep, V): with a
+        65k vocabulary the logits of a few-shot prompt's every position would be gigabytes."""
+        out = self.model(input_ids, logits_to_keep=keep) if keep else self.model(input_ids)
         return (out if torch.is_tensor(out) else out.logits).float()
 
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
@@ -111,10 +112,13 @@ class TorchLM(TemplateLM):
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             for row, (_, inp, _) in enumerate(batch):
                 ids[row, :len(inp)] = torch.tensor(inp)  # right padding
-            logprobs = F.log_softmax(self._logits(ids.to(self.device)), dim=-1).cpu()  # (b, width, V)
+            # Only positions that predict a continuation token are scored: keep the last `keep`.
+            keep = width - min(len(inp) - len(cont) for _, inp, cont in batch)
+            logits = self._logits(ids.to(self.device), keep).cpu()  # (b, keep, V)
             for row, (i, inp, cont) in enumerate(batch):
                 # Positions len(inp)-len(cont) .. len(inp)-1 predict the continuation tokens.
-                scored = logprobs[row, len(inp) - len(cont):len(inp)]  # (len(cont), V)
+                start = len(inp) - len(cont) - (width - keep)
+                scored = F.log_softmax(logits[row, start:start + len(cont)], dim=-1)  # (len(cont), V)
                 target = torch.tensor(cont)
                 greedy = bool((scored.argmax(-1) == target).all())
                 results[i] = (float(scored.gather(-1, target[:, None]).sum()), greedy)

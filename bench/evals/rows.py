@@ -31,7 +31,10 @@ def _clean(x):
     return float(x) if isinstance(x, (int, float)) and not math.isnan(x) else None
 
 
-def rows_from_metrics(rules: dict[str, Rule], per_task: dict[str, dict], harness: str) -> list[dict]:
+def rows_from_metrics(rules: dict[str, Rule], per_task: dict[str, dict], harness: str,
+                      skipped: dict[str, str] | None = None) -> list[dict]:
+    """skipped: the suite's tasks that could not run ({task: why}); every row then says the suite is
+    partial (suite_complete False) and the average row, over the tasks that ran, names them."""
     rows, scores = [], {}
     for name, rule in rules.items():
         raw_by_subtask, n_total = {}, 0
@@ -51,4 +54,7 @@ def rows_from_metrics(rules: dict[str, Rule], per_task: dict[str, dict], harness
         rows.append(_row(name, ALL, rule.metric, fmean(raw_by_subtask.values()), scores[name], n_total, None,
                          harness))
     rows.append(_row("average", ALL, "score", None, fmean(scores.values()), None, None, harness))
+    rows[-1]["missing_tasks"] = ",".join(sorted(skipped)) if skipped else None
+    for row in rows:
+        row["suite_complete"] = not skipped
     return rows

@@ -26,7 +26,7 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
     rows = run_leaderboard(backend.model, tokenizer, backend.arch, suite=sc.suite, harness=sc.harness,
                            out_dir=Path(out_dir or cfg.results_dir) / "evals", limit=sc.limit, batch_size=sc.batch_size,
                            bootstrap_iters=sc.bootstrap_iters, seed=sc.seed, v1_data_dir=sc.v1_data_dir,
-                           tasks=list(sc.tasks) if sc.tasks else None)
+                           tasks=list(sc.tasks) if sc.tasks else None, data=sc.data)
     for row in rows:
         row.setdefault("source", "measured")
     return rows
@@ -37,6 +37,15 @@ def _tokenizer(cfg, backend):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(cfg.model.path, local_files_only=True)
+    if cfg.scenario.suite != "local":  # real tasks: the model's real tokenizer (model.tokenizer)
+        from bench.config import ConfigError
+        from bench.tokenizers import tokenizer_for_model
+
+        tokenizer = tokenizer_for_model(cfg.model)
+        if tokenizer is None:
+            raise ConfigError(f"model.tokenizer: suite {cfg.scenario.suite} reads real text and needs a real "
+                              "tokenizer (e.g. model.tokenizer=falcon), got null")
+        return tokenizer
     from bench.evals.local_tasks import local_tokenizer
 
     return local_tokenizer()  # random weights: the small tokenizer trained on our local tasks
