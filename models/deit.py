@@ -46,30 +46,38 @@ class DeiT(nn.Module):
         return self.model(pixel_values=images, interpolate_pos_encoding=True).logits
 
 
-def build_deit(architecture: dict, impl: str, attention: str, device=None, dtype=None) -> DeiT:
+def build_deit(architecture: dict, impl: str, attention: str, device=None, dtype=None,
+               init_weights: bool = True) -> DeiT:
     """architecture: ViT hyperparameters as transformers names them (hidden_size,
     num_hidden_layers, num_attention_heads, intermediate_size, image_size, patch_size,
-    layer_norm_eps, num_labels) and `timm_model`, timm's name for the same model."""
+    layer_norm_eps, num_labels) and `timm_model`, timm's name for the same model.
+    init_weights=False leaves the weights uninitialised (fake tensors: truncated-normal init
+    reads values, which they do not have)."""
     if attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
     arch = dict(architecture)
     timm_name = arch.pop("timm_model", None)
     if impl == "timm":
-        model = _timm_deit(timm_name, arch, attention)
+        model = _timm_deit(timm_name, arch, attention).to(device=device, dtype=dtype)
     elif impl == "transformers":
-        model = _transformers_deit(arch, attention)
+        with torch.device(device if device is not None else torch.get_default_device()):
+            model = _transformers_deit(arch, attention, dtype, init_weights)
     else:
         raise ValueError(f"DeiT impl must be one of {DEIT_IMPLS}, got {impl!r}")
-    model = model.to(device=device, dtype=dtype).eval()
+    model.eval()
     return DeiT(model, impl, attention, arch["hidden_size"], arch["num_hidden_layers"])
 
 
-def _transformers_deit(arch: dict, attention: str) -> nn.Module:
+def _transformers_deit(arch: dict, attention: str, dtype=None, init_weights: bool = True) -> nn.Module:
     from transformers import ViTConfig, ViTForImageClassification
+    from transformers.initialization import no_init_weights
 
     config = ViTConfig(qkv_bias=True, hidden_act="gelu", **arch)
     config._attn_implementation = attention  # "sdpa" | "eager": transformers' own switch
-    return ViTForImageClassification(config)
+    if init_weights:
+        return ViTForImageClassification._from_config(config, dtype=dtype)
+    with no_init_weights():
+        return ViTForImageClassification._from_config(config, dtype=dtype)
 
 
 def _timm_deit(name: str | None, arch: dict, attention: str) -> nn.Module:

@@ -103,11 +103,6 @@ class VimConfig:
         return asdict(self)
 
 
-def tokens_per_image(resolution: int, patch_size: int = 16) -> int:
-    """Sequence length of a square image: its patches plus the class token (both Vim and DeiT)."""
-    return (resolution // patch_size) ** 2 + 1
-
-
 def num_params(config: VimConfig) -> int:
     """Parameter count from the config alone."""
     m = config.mamba_config()
