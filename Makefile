@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-faults test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-paper bench-evals report notebook lighteval-env test-lighteval data tokenizers clean
+.PHONY: venv test test-faults test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals report notebook lighteval-env test-lighteval data tokenizers clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,12 @@ bench: $(STAMP)
 # Max prompt length of the tiny models under a small budget, measured and simulated (CPU).
 bench-memory: $(STAMP)
 	$(PY) -m bench experiment=memory_smoke
+
+# Vim-Ti against DeiT-Ti (SDPA, eager): images/s and memory against image resolution, measured on
+# the CPU and simulated up to 1248x1248 for 80 GB GPUs, then the report (experiment=vim_vs_deit_gpu on a GPU).
+bench-vision: $(STAMP)
+	$(PY) -m bench experiment=vim_vs_deit
+	$(PY) -m bench.report
 
 # The release's settings with 7B-class models: the A10 max-prompt table (simulated, any machine),
 # then 130k-token generation (needs a GPU: on a CPU those jobs record a failure row and go on).

@@ -208,13 +208,22 @@ class LeaderboardConfig(ScenarioConfig):
     batch_size: int = 8
     bootstrap_iters: int = 0
     seed: int = 1234
-    v1_data_dir: Optional[str] = None  # <task>/{train,test}.jsonl exports of the v1 benchmarks
+    v1_data_dir: Optional[str] = None  # v1 data root holding hub/ (default: the project's data/, `make data`)
+    # With a limit, which documents lighteval scores: first_n (the split's first N, as lm-eval) |
+    # lighteval (the engine's seed-42 shuffle). Rows record it (doc_selection).
+    doc_selection: str = "first_n"
+    # lighteval's acc_norm: counted (a choice's leading space in its length: lighteval's own) |
+    # ignored (lm-eval's). None: ignored for local (cross-engine), counted for v1 (the engine's number).
+    acc_norm_space: Optional[str] = None
     data: str = "local"  # v2 datasets: local (data/, `make data`) | hub (the Hub's, online or HF cache)
 
     def __post_init__(self):
         _one_of("scenario.harness", self.harness, HARNESSES)
         _one_of("scenario.suite", self.suite, HARNESSES[self.harness])
         _one_of("scenario.data", self.data, ("local", "hub"))
+        _one_of("scenario.doc_selection", self.doc_selection, ("first_n", "lighteval"))
+        if self.acc_norm_space is not None:
+            _one_of("scenario.acc_norm_space", self.acc_norm_space, ("counted", "ignored"))
         _positive("scenario.batch_size", self.batch_size)
         if self.limit is not None:
             _positive("scenario.limit", self.limit)

@@ -46,9 +46,10 @@ SCENARIOS = {  # scenario name -> module with run(cfg, backend, out_dir) -> rows
     "implementation": "bench.scenarios.implementation",
     "leaderboard": "bench.scenarios.leaderboard",
     "max_seq_len": "bench.scenarios.max_seq_len",
+    "vision": "bench.scenarios.vision",
 }
 # Scenarios whose numbers are timings: a busy machine or a missing lock flags them.
-TIMED = ("generation", "crosscheck", "implementation")
+TIMED = ("generation", "crosscheck", "implementation", "vision")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -171,6 +172,12 @@ def measure(cfg, out_dir: Path | None = None) -> list[dict]:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.hardware.device)
+    scenario = importlib.import_module(SCENARIOS[cfg.scenario.name])
+    if getattr(scenario, "BUILDS_OWN_MODEL", False):  # not a language model (vision): no LM backend
+        try:
+            return scenario.run(cfg, None, out_dir)
+        except InvalidOutput as e:
+            return [{"device": str(device), **invalid_row(e)}]
     backend_cls = get_backend_class(cfg.model.impl)
     kwargs = {}
     if cfg.model.impl == "transformers" and hasattr(cfg.scenario, "kv_cache"):
@@ -180,7 +187,6 @@ def measure(cfg, out_dir: Path | None = None) -> list[dict]:
     if decodes and cfg.model.impl in ("ssm_bench", "transformers"):
         kwargs["decode"] = pairing.decode(cfg)  # eager | compile | graph (bench/pairing.py)
     backend = backend_cls(cfg.model, device, DTYPES[cfg.dtype], **kwargs)
-    scenario = importlib.import_module(SCENARIOS[cfg.scenario.name])
     # max_seq_len, and any scenario under measure=simulate, builds it itself (fake tensors)
     loads_itself = getattr(scenario, "LOADS_MODEL", False) or getattr(cfg.scenario, "measure", None) == "simulate"
     try:

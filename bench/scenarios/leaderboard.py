@@ -26,7 +26,8 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
     rows = run_leaderboard(backend.model, tokenizer, backend.arch, suite=sc.suite, harness=sc.harness,
                            out_dir=Path(out_dir or cfg.results_dir) / "evals", limit=sc.limit, batch_size=sc.batch_size,
                            bootstrap_iters=sc.bootstrap_iters, seed=sc.seed, v1_data_dir=sc.v1_data_dir,
-                           tasks=list(sc.tasks) if sc.tasks else None, data=sc.data)
+                           tasks=list(sc.tasks) if sc.tasks else None, data=sc.data,
+                           doc_selection=sc.doc_selection, acc_norm_space=sc.acc_norm_space)
     for row in rows:
         row.setdefault("source", "measured")
     return rows
