@@ -180,6 +180,31 @@ class CrossCheckConfig(GenerationConfig):
 
 
 @dataclass
+class BatchConfig(ScenarioConfig):
+    """Generation throughput against batch size, up to the largest batch that fits the budget
+    (bench/scenarios/batch.py): the Mamba paper's setting, prompt 2048, 128 new tokens."""
+
+    name: str = "batch"
+    prompt_len: int = 2048
+    new_tokens: int = 128
+    prefill_mode: str = "parallel"
+    chunk_size: int = 2048  # sequential prefill only
+    kv_cache: str = "auto"  # Transformers: as `pairing` gives them, or dynamic / static
+    measure: str = "simulate"  # the largest batch's search: cuda | cpu | simulate (memory only, no timing)
+    max_batch: int = 4096  # probe cap of the search
+    repeats: int = 2
+    emulate: Any = None  # hardware profile whose budget is searched (None: the job's own hardware)
+    progress: bool = True
+
+    def __post_init__(self):
+        for name in ("prompt_len", "new_tokens", "chunk_size", "max_batch", "repeats"):
+            _positive(f"scenario.{name}", getattr(self, name))
+        _one_of("scenario.prefill_mode", self.prefill_mode, PREFILL_MODES)
+        _one_of("scenario.kv_cache", self.kv_cache, KV_CACHES)
+        _one_of("scenario.measure", self.measure, MEMORY_MEASURES)
+
+
+@dataclass
 class ImplementationConfig(ScenarioConfig):
     """The in-repo Mamba against transformers' (Falcon)Mamba on identical weights."""
 
@@ -349,7 +374,7 @@ class BenchConfig:
 
 SCENARIO_SCHEMAS = {"generation": GenerationConfig, "crosscheck": CrossCheckConfig,
                     "implementation": ImplementationConfig, "leaderboard": LeaderboardConfig,
-                    "max_seq_len": MaxSeqLenConfig, "vision": VisionConfig}
+                    "max_seq_len": MaxSeqLenConfig, "vision": VisionConfig, "batch": BatchConfig}
 
 
 MAX_DIRNAME = 100  # characters of a job directory's name; longer override sets are hashed

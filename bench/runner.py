@@ -46,10 +46,11 @@ SCENARIOS = {  # scenario name -> module with run(cfg, backend, out_dir) -> rows
     "implementation": "bench.scenarios.implementation",
     "leaderboard": "bench.scenarios.leaderboard",
     "max_seq_len": "bench.scenarios.max_seq_len",
+    "batch": "bench.scenarios.batch",
     "vision": "bench.scenarios.vision",
 }
 # Scenarios whose numbers are timings: a busy machine or a missing lock flags them.
-TIMED = ("generation", "crosscheck", "implementation", "vision")
+TIMED = ("generation", "crosscheck", "implementation", "batch", "vision")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
