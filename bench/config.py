@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from bench.schema import ARCHS
+from bench.schema import ARCHS, PROBE_TASKS
 
 FAMILIES = ("mamba", "falcon_mamba", "llama", "mistral", "dummy", "vim", "deit")
 VISION_FAMILIES = ("vim", "deit")  # image classifiers: the vision scenario only
@@ -326,6 +326,38 @@ class VisionConfig(ScenarioConfig):
 
 
 @dataclass
+class ProbeConfig(ScenarioConfig):
+    """Train a small model on a synthetic probe task; its held-out accuracy (bench/scenarios/probe.py)."""
+
+    name: str = "probe"
+    task: str = "mqar"  # one of bench.schema.PROBE_TASKS
+    seq_len: int = 64  # training length (and the test set's)
+    d_model: int = 64  # the model's width; the task gives the vocabulary
+    steps: int = 400
+    lr: float = 1e-3
+    batch_size: int = 32
+    weight_decay: float = 0.1
+    warmup_steps: int = 20  # linear warm-up, then cosine decay to zero
+    train_examples: int = 0  # training set size; 0: steps * batch_size, every example seen once
+    test_examples: int = 512
+    # Test lengths as multiples of seq_len, for the tasks that extrapolate (induction heads).
+    extrapolate: List[int] = field(default_factory=lambda: [2, 4, 8, 16])
+    progress: bool = True
+
+    def __post_init__(self):
+        _one_of("scenario.task", self.task, PROBE_TASKS)
+        for name in ("seq_len", "d_model", "steps", "batch_size", "test_examples"):
+            _positive(f"scenario.{name}", getattr(self, name))
+        if not self.lr > 0:
+            raise ConfigError(f"scenario.lr: must be > 0, got {self.lr}")
+        if self.weight_decay < 0 or self.warmup_steps < 0 or self.train_examples < 0:
+            raise ConfigError("scenario.weight_decay, warmup_steps, train_examples: must be >= 0")
+        self.extrapolate = list(self.extrapolate)
+        if any(m < 2 for m in self.extrapolate):
+            raise ConfigError(f"scenario.extrapolate: {self.extrapolate} must be multiples >= 2 of seq_len")
+
+
+@dataclass
 class BenchConfig:
     model: ModelConfig = MISSING
     scenario: Any = MISSING
@@ -366,6 +398,9 @@ class BenchConfig:
         vision_impls = {"vim": ("ssm_bench",), "deit": ("transformers", "timm")}.get(self.model.family)
         if vision_impls:
             _one_of("model.impl", self.model.impl, vision_impls)
+        if getattr(self.scenario, "name", None) == "probe":  # it trains real float32 models
+            _one_of("dtype", self.dtype, ("float32",))
+            _one_of("model.impl", self.model.impl, ("ssm_bench", "transformers"))
         if self.round < 0:
             raise ConfigError(f"round: must be >= 0, got {self.round}")
         if self.threads < 0:
@@ -374,7 +409,8 @@ class BenchConfig:
 
 SCENARIO_SCHEMAS = {"generation": GenerationConfig, "crosscheck": CrossCheckConfig,
                     "implementation": ImplementationConfig, "leaderboard": LeaderboardConfig,
-                    "max_seq_len": MaxSeqLenConfig, "vision": VisionConfig, "batch": BatchConfig}
+                    "max_seq_len": MaxSeqLenConfig, "vision": VisionConfig, "batch": BatchConfig,
+                    "probe": ProbeConfig}
 
 
 MAX_DIRNAME = 100  # characters of a job directory's name; longer override sets are hashed

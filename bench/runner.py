@@ -48,6 +48,7 @@ SCENARIOS = {  # scenario name -> module with run(cfg, backend, out_dir) -> rows
     "max_seq_len": "bench.scenarios.max_seq_len",
     "batch": "bench.scenarios.batch",
     "vision": "bench.scenarios.vision",
+    "probe": "bench.scenarios.probe",  # trains its model: its timing rows flag themselves
 }
 # Scenarios whose numbers are timings: a busy machine or a missing lock flags them.
 TIMED = ("generation", "crosscheck", "implementation", "batch", "vision")

@@ -37,10 +37,13 @@ SETTINGS = [
     "image_size", "attention", "memory",
     "prefill_mode", "chunk_size", "batch_size", "prompt_len", "new_tokens", "window", "warmup_tokens",
     "repeats", "kv_cache", "pairing", "decode_path", "mode", "harness", "suite", "suite_complete", "limit", "tool", "source",
+    "task", "seq_len", "steps", "lr", "weight_decay", "warmup_steps", "train_examples", "test_examples",
 ]
 # Machine load recorded with every timed row (bench/contention.py): the report flags contention.
 LOAD_COLUMNS = ["load1", "other_cpu"]
 ARCHS = ("ssm", "transformer")
+# The probe scenario's tasks (bench/probes/tasks.py defines them).
+PROBE_TASKS = ("mqar", "selective_copying", "induction_heads")
 # crosscheck's `tool` column: our loop, transformers' generate() timed by us, optimum-benchmark.
 CROSSCHECK_TOOLS = ("ssm-bench", "ssm-bench:generate", "optimum-benchmark")
 
