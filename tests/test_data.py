@@ -119,6 +119,12 @@ def test_missing_unobtainable_split_says_where_to_put_it(data_dir):
     kw = data.load_kwargs("Idavidrein/gpqa", "gpqa_main")
     assert kw["path"] == "json" and list(kw["data_files"]) == ["train"]
     assert datasets.load_dataset(**kw)["train"][0] == {"Question": "q"}
+    with pytest.raises(data.MissingData, match="README.md.*`make data`"):
+        data.hub_path("Idavidrein/gpqa", "gpqa_main")
+    from bench.data.cards import write_cards
+
+    write_cards()  # what `make data` does last
+    assert datasets.load_dataset(data.hub_path("Idavidrein/gpqa", "gpqa_main"), "gpqa_main")["train"].num_rows == 1
 
 
 def test_status_lists_every_unobtainable_split(data_dir, capsys):
@@ -262,6 +268,10 @@ def test_build_records_checksums_and_is_idempotent(data_dir, capsys):
     file_sha = build_mod.sha256_file(path)
     assert build_mod.read_stamp()["SaylorTwift/bbh/snarks/test"] == file_sha
     assert datasets.load_dataset(**data.load_kwargs("SaylorTwift/bbh", "snarks"))["test"].num_rows == 178
+    # the folder reads as the Hub dataset does: by subset name, through its card
+    card = (data_dir / "hub/SaylorTwift__bbh/README.md").read_text()
+    assert card.count("- config_name: ") == 27
+    assert datasets.load_dataset(data.hub_path("SaylorTwift/bbh"), "snarks")["test"].num_rows == 178
 
     mtime = path.stat().st_mtime_ns
     capsys.readouterr()
@@ -335,6 +345,8 @@ def test_make_data_row_counts_and_checksums(built):
         ds = datasets.load_dataset(**data.load_kwargs("DigitalLearningGmbH/MATH-lighteval", subject))["test"]
         level5 += sum(lv == "Level 5" for lv in ds["level"])
     assert level5 == 1324
+    mmlu = datasets.load_dataset(data.hub_path("lighteval/mmlu"), "anatomy")  # `dev` stays `dev`
+    assert {k: v.num_rows for k, v in mmlu.items()} == {"test": 135, "validation": 14, "dev": 5}
 
 
 @pytest.mark.slow
@@ -362,11 +374,9 @@ def test_lm_eval_leaderboard_task_reads_the_local_copy(built, tmp_path):
     import lm_eval
     from lm_eval.tasks import TaskManager
 
-    kw = data.load_kwargs("SaylorTwift/bbh", "navigate")
     base = Path(lm_eval.__file__).parent / "tasks/leaderboard/bbh_mc/navigate.yaml"
-    (tmp_path / "t.yaml").write_text(yaml.safe_dump({
-        "include": str(base), "task": "local_bbh_navigate", "dataset_path": kw["path"],
-        "dataset_name": None, "dataset_kwargs": {"data_files": kw["data_files"]}}))
+    (tmp_path / "t.yaml").write_text(yaml.safe_dump({  # only dataset_path changes; dataset_name stays
+        "include": str(base), "task": "local_bbh_navigate", "dataset_path": data.hub_path("SaylorTwift/bbh")}))
     task = TaskManager(include_path=str(tmp_path)).load(["local_bbh_navigate"])["tasks"]["local_bbh_navigate"]
     docs = list(task.test_docs())
     assert len(docs) == 250
@@ -377,17 +387,18 @@ def test_lm_eval_leaderboard_task_reads_the_local_copy(built, tmp_path):
 
 
 LIGHTEVAL_CHECK = """
-import json, sys
+import dataclasses, json, sys
 import datasets
+from lighteval.tasks.lighteval_task import LightevalTask
 from lighteval.tasks.tasks import arc, hellaswag, mmlu, winogrande, gsm8k
 datasets.disable_progress_bars()
-kwargs = json.loads(sys.argv[1])
+folders = json.loads(sys.argv[1])
 out = {}
 for cfg in (arc.arc_challenge, hellaswag.hellaswag, mmlu.mmlu_anatomy, winogrande.winogrande, gsm8k.gsm8k):
-    repo, subset = cfg.hf_repo, (None if cfg.hf_subset == "default" else cfg.hf_subset)
-    ds = datasets.load_dataset(**kwargs[repo])[cfg.evaluation_splits[0]]
-    docs = [cfg.prompt_function(row, cfg.name) for row in ds]
-    out[cfg.name] = [repo, subset, len(docs), sum(0 <= d.gold_index < len(d.choices) for d in docs)]
+    # lighteval's own loading (load_dataset(hf_repo, hf_subset)) and prompt function; only hf_repo changes
+    task = LightevalTask(dataclasses.replace(cfg, hf_repo=folders[cfg.hf_repo]))
+    docs = task.eval_docs()
+    out[cfg.name] = [cfg.hf_repo, cfg.hf_subset, len(docs), sum(0 <= d.gold_index < len(d.choices) for d in docs)]
 print(json.dumps(out))
 """
 
@@ -401,14 +412,13 @@ def test_lighteval_prompt_functions_read_the_local_copies(built):
     from bench.evals.lighteval_runner import ensure_venv
 
     python = ensure_venv()
-    kwargs = {repo: data.load_kwargs(repo, subset) for repo, subset in (
-        ("allenai/ai2_arc", "ARC-Challenge"), ("Rowan/hellaswag", None), ("lighteval/mmlu", "anatomy"),
-        ("allenai/winogrande", "winogrande_xl"), ("openai/gsm8k", "main"))}
-    proc = subprocess.run([str(python), "-c", LIGHTEVAL_CHECK, json.dumps(kwargs)], capture_output=True, text=True)
+    folders = {repo: data.hub_path(repo) for repo in (
+        "allenai/ai2_arc", "Rowan/hellaswag", "lighteval/mmlu", "allenai/winogrande", "openai/gsm8k")}
+    proc = subprocess.run([str(python), "-c", LIGHTEVAL_CHECK, json.dumps(folders)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out == {"arc:challenge": ["allenai/ai2_arc", "ARC-Challenge", 1172, 1172],
-                   "hellaswag": ["Rowan/hellaswag", None, 10042, 10042],
+                   "hellaswag": ["Rowan/hellaswag", "default", 10042, 10042],
                    "mmlu:anatomy": ["lighteval/mmlu", "anatomy", 135, 135],
                    "winogrande": ["allenai/winogrande", "winogrande_xl", 1267, 1267],
                    "gsm8k": ["openai/gsm8k", "main", 1319, 1319]}

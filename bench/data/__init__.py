@@ -3,11 +3,13 @@
 Layout (see data/README.md): one folder per Hub dataset and subset,
 
     data/hub/<owner>__<name>/<subset or "default">/<split>.parquet   (or .jsonl, for a file a user adds)
+    data/hub/<owner>__<name>/README.md                               (its configs and splits, as on the Hub)
 
 with exactly the columns of the Hub dataset, so an engine loads it with the "parquet" (or "json")
 builder and its own task definition applies unchanged:
 
     from bench import data
+    datasets.load_dataset(data.hub_path("lighteval/mmlu"), "anatomy")   # as load_dataset("lighteval/mmlu", "anatomy")
     kw = data.load_kwargs("SaylorTwift/bbh", "boolean_expressions")
     # {"path": "parquet", "data_files": {"test": ".../data/hub/SaylorTwift__bbh/boolean_expressions/test.parquet"}}
     datasets.load_dataset(**kw)            # lm-eval: dataset_path=kw["path"], dataset_kwargs={"data_files": ...}
@@ -30,7 +32,7 @@ SUFFIXES = {".parquet": "parquet", ".jsonl": "json"}  # file suffix -> `datasets
 MAKE = "`make data`"
 
 __all__ = ["DATA_DIR", "MissingData", "Missing", "Split", "SPLITS", "dataset_dir", "local_path",
-           "data_files", "load_kwargs", "missing", "entry"]
+           "data_files", "load_kwargs", "hub_path", "missing", "entry"]
 
 
 class MissingData(FileNotFoundError):
@@ -80,7 +82,7 @@ def _message(repo: str, subset: str | None, split: str) -> str:
     if e is not None and e.source is None:
         sub = f", subset {subset}" if subset else ""
         how = (f"not obtainable offline, so {MAKE} cannot build it: save split {split} of {repo}{sub} "
-               "from the Hugging Face Hub at that path (.parquet or .jsonl, the Hub's columns)"
+               f"from the Hugging Face Hub at that path (.parquet or .jsonl, the Hub's columns), then run {MAKE}"
                + (f"; {e.note}" if e.note else ""))
     else:
         how = f"run {MAKE}"
@@ -109,7 +111,8 @@ def data_files(repo: str, subset: str | None = None, splits: list[str] | tuple[s
         folder = dataset_dir(repo, subset)
         found = sorted({p.stem for p in folder.iterdir() if p.suffix in SUFFIXES}) if folder.is_dir() else []
         if not found:
-            raise MissingData(_message(repo, subset, "test"))
+            known = [e.split for e in SPLITS if e.repo == repo and e.subset == subset]
+            raise MissingData(_message(repo, subset, known[0] if known else "test"))
         splits = found
     return {s: str(local_path(repo, subset, s)) for s in splits}
 
@@ -123,6 +126,23 @@ def load_kwargs(repo: str, subset: str | None = None, splits: list[str] | tuple[
         raise MissingData(f"{_shown(dataset_dir(repo, subset))}: mixes .parquet and .jsonl splits; "
                           "keep one format per folder")
     return {"path": builders.pop(), "data_files": files}
+
+
+def hub_path(repo: str, subset: str | None = None, splits: list[str] | tuple[str, ...] | None = None
+             ) -> str:
+    """The local folder standing in for Hub dataset `repo`: `datasets.load_dataset(hub_path(repo), subset)`
+    reads it as the Hub's (lm-eval: `dataset_path`; lighteval: `hf_repo`; the subset name unchanged).
+
+    Checks the folder's card (written by `make data`) and, for `subset` (every subset when None), the
+    splits as `data_files` does.
+    """
+    subsets = {subset} if subset is not None else {e.subset for e in SPLITS if e.repo == repo}
+    for sub in sorted(subsets, key=str):
+        data_files(repo, sub, splits)
+    folder = hub_dir() / repo.replace("/", "__")
+    if not (folder / "README.md").is_file():
+        raise MissingData(f"missing dataset card {_shown(folder / 'README.md')} ({repo}): run {MAKE}")
+    return str(folder)
 
 
 def missing(task: str | None = None, repo: str | None = None, subset: str | None = None,

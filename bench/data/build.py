@@ -20,6 +20,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from bench import data
+from bench.data.cards import write_cards
 from bench.data.catalog import MMLU_SPLIT_ROWS, SPLITS, Split
 from bench.data.convert import CONVERTERS, ConvertError, Sources
 from bench.data.fetch import WHEELS, FetchError, sha256_file
@@ -171,7 +172,8 @@ def build(force: bool = False, sources: list[str] | None = None) -> int:
             summary.append(build_source(source, src, manifest, stamp, force))
             write_manifest(manifest)
             write_stamp(stamp)
-    except (BuildError, ConvertError, FetchError) as e:
+        write_cards()
+    except (BuildError, ConvertError, FetchError, data.MissingData) as e:
         print(f"make data: {e}", file=sys.stderr)
         return 1
     manifest["wheels"] = {w.name: {"version": w.version, "file": w.filename, "sha256": w.sha256,
