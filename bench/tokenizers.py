@@ -26,10 +26,16 @@ Use:
     tok = load_tokenizer("/path/to/checkpoint")  # a local tokenizer directory, offline
     tok = tokenizer_for_model(cfg.model)        # model.tokenizer, checked against model.vocab_size
 
-`tokenizer_for_model` is what a scenario calls to tokenize real text for a model: it returns None
-when `model.tokenizer` is null (the synthetic local tasks keep their own 512-token tokenizer,
-bench/evals/tasks/tokenizer.json). `prompt_ids(tokenizer, n_tokens, text_path)` gives a prompt of
-exactly n_tokens ids of real text.
+`tokenizer_for_model(cfg.model)` is what a scenario calls to tokenize real text for a model (the
+v1/v2 leaderboard suites; suite=local keeps its own 512-token tokenizer,
+bench/evals/tasks/tokenizer.json): None when `model.tokenizer` is null. Reading a GGUF file is slow
+(gguf's reader: 2-15 s a file on a busy 2-core machine), so a conversion is done once and kept in
+data/tokenizers/<name>/, redone only when the GGUF bytes or CONVERTER_VERSION change; loading a
+converted tokenizer takes well under a second.
+
+`prompt_ids(tokenizer, n_tokens, text_path)` gives a prompt of exactly n_tokens ids of real text,
+e.g. `prompt_ids(tok, cfg.scenario.prompt_len, "data/mmlu_pro/test.jsonl")` (12,032 questions,
+millions of tokens: a 130k-token prompt never repeats).
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ NAMES = tuple(LENGTHS)
 PRE_OVERRIDES = {"gpt-neox": "mpt"}
 
 # Hugging Face's own regexes (the golden ids were produced by Hugging Face tokenizers); llama.cpp
-# rewrites the case-insensitive group of Llama 3's for its regex engine, with the same splits.
+# spells out Llama 3's case-insensitive group for its own regex engine.
 _GPT2 = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 _LLAMA3 = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
            r"|\s*[\r\n]+|\s+(?!\S)|\s+")
