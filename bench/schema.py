@@ -31,7 +31,7 @@ JOB_STATES = ("stale", "incomplete", "skipped")
 # that are present: each distinct combination is its own line, row or bar.
 SETTINGS = [
     "scenario", "model", "checkpoint", "arch", "family", "architecture", "impl", "weights", "params", "vocab_size",
-    "n_layers", "d_model", "match_vocab", "vocab_resized_from",
+    "n_layers", "d_model", "match_vocab", "vocab_resized_from", "tokenizer",
     "dtype", "device", "hardware", "budget_hardware", "budget_bytes", "measure", "threads", "seed", "kernels",
     "logits_to_keep", "start_len", "max_len", "growth", "resolution", "unbounded_slope_threshold", "flat_steps",
     "image_size", "attention", "memory",
