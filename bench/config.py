@@ -74,7 +74,7 @@ class ModelConfig:
         if self.tokenizer is not None:
             from bench.tokenizers import check_tokenizer_field
 
-            check_tokenizer_field(self.tokenizer, self.vocab_size)
+            check_tokenizer_field(self.tokenizer)  # its size is checked where it is used: tokenizer_for_model
         _positive("model.vocab_size", self.vocab_size)
         if self.weights == "pretrained" and not self.path:
             raise ConfigError("model.path: required when model.weights=pretrained (a local HF-format directory)")

@@ -54,3 +54,110 @@ def test_section_and_plot_show_published():
     assert len(hatched) == 4 * 7  # each published model's 7 v1 scores, hatched
     solid = [p for p in fig.axes[0].patches if not p.get_hatch() and math.isfinite(p.get_height())]
     assert len(solid) == 4  # the measured ones
+
+
+# ----------------------------------------------------------------------------- runs (lighteval mark)
+
+Z99 = 2.5758  # two-sided 99% normal quantile
+
+
+def _interval(ps):
+    """99% interval of the mean of independent Bernoulli(p_i) (normal approximation): the fraction
+    correct when document i is right with probability p_i."""
+    n = len(ps)
+    mean, sd = sum(ps) / n, math.sqrt(sum(p * (1 - p) for p in ps)) / n
+    return mean - Z99 * sd, mean + Z99 * sd
+
+
+def _tiny_random(vocab_size):
+    import torch
+
+    from models.mamba import MambaConfig, MambaLM
+
+    torch.manual_seed(0)
+    return MambaLM(MambaConfig(vocab_size=vocab_size, hidden_size=32)).eval()
+
+
+def _need_data(tasks):
+    from bench import data
+
+    for task in tasks:
+        for engine_task in V1_TASKS[task].subtasks.values():
+            absent = data.missing(task=engine_task, fewshot=False)
+            if absent:
+                pytest.skip(absent[0].message)
+
+
+@pytest.mark.lighteval
+def test_v1_small_limit_runs_engine_tasks(tmp_path):
+    """The v1 suite end to end at limit 2 on the real data, tiny random Mamba and the Falcon tokenizer:
+    every task with data runs through lighteval's own config, TruthfulQA (no data here) is skipped
+    and the suite marked partial; MMLU's score is the plain mean of its 57 subjects."""
+    from bench.evals.leaderboard import run_leaderboard
+    from bench.evals.lighteval_runner import read_samples
+    from bench.tokenizers import load_tokenizer
+
+    _need_data(["arc", "winogrande", "mmlu"])
+    tok = load_tokenizer("falcon")
+    rows = run_leaderboard(_tiny_random(len(tok)), tok, "ssm", suite="v1", harness="lighteval", out_dir=tmp_path,
+                           limit=2, batch_size=4, tasks=["arc", "winogrande", "mmlu", "truthfulqa"])
+    by = {(r["task"], r["subtask"]): r for r in rows}
+    assert {t for t, _ in by} == {"arc", "winogrande", "mmlu", "average"}
+    assert {r["suite_complete"] for r in rows} == {False} and by[("average", "all")]["missing_tasks"] == "truthfulqa"
+    assert by[("arc", "arc")]["metric"] == "acc_norm" and by[("winogrande", "winogrande")]["metric"] == "acc"
+    assert by[("arc", "all")]["fewshot_split"] == "test"  # ARC's train split is not to be had offline
+    assert by[("mmlu", "anatomy")]["fewshot_split"] == "dev" and by[("mmlu", "all")]["n_samples"] == 2 * 57
+    subjects = [r["raw"] for r in rows if r["task"] == "mmlu" and r["subtask"] != "all"]
+    assert len(subjects) == 57 and by[("mmlu", "all")]["raw"] == pytest.approx(sum(subjects) / 57)
+    assert {r["doc_selection"] for r in rows} == {"first_n"} and {r["acc_norm_space"] for r in rows} == {"counted"}
+    samples = read_samples(tmp_path / "lighteval" / "v1")
+    assert [e["doc_id"] for e in samples["arc:challenge"]] == [0, 1]
+    assert all(len(e["logprobs"]) in (3, 4, 5) for e in samples["arc:challenge"])
+
+
+@pytest.mark.lighteval
+@pytest.mark.slow
+def test_random_weights_score_chance(tmp_path):
+    """Random weights are a check: on a few hundred real documents per multiple-choice task, acc_norm
+    lies in the 99% interval of chance (1 / choices of each document) and acc in that of the
+    shortest-choice baseline (a random model's loglikelihood is ~ -log(vocab) per token, so it picks
+    a choice with the fewest tokens; ties split evenly), both computed from the documents themselves.
+    lighteval 0.13's HellaSwag and MMLU are generative (a letter, exact match): a random model
+    scores at most chance there."""
+    import time
+
+    from bench.evals.leaderboard import run_leaderboard
+    from bench.evals.lighteval_runner import read_samples
+    from bench.tokenizers import load_tokenizer
+
+    tasks = {"arc": 300, "winogrande": 300, "hellaswag": 100}
+    _need_data(tasks)
+    tok = load_tokenizer("falcon")
+    model = _tiny_random(len(tok))
+    samples, start = {}, time.perf_counter()
+    for task, limit in tasks.items():
+        run_leaderboard(model, tok, "ssm", suite="v1", harness="lighteval", out_dir=tmp_path / task, limit=limit,
+                        batch_size=4, tasks=[task])
+        samples.update(read_samples(tmp_path / task / "lighteval" / "v1"))
+    print(f"random-weights check: {sum(tasks.values())} docs in {time.perf_counter() - start:.0f} s")
+    for name in ("arc:challenge", "winogrande"):
+        entries = samples[name]
+        golds = [e["gold"] for e in entries]  # the engine's own gold index
+        k = [len(e["logprobs"]) for e in entries]
+        acc_norm = sum(e["metrics"]["acc_norm"] for e in entries) / len(entries)
+        lo, hi = _interval([1 / n for n in k])
+        print(f"{name}: acc_norm {acc_norm:.3f}, chance 99% [{lo:.3f}, {hi:.3f}] over {len(entries)} docs")
+        assert lo <= acc_norm <= hi, name
+        shortest = []
+        for e, g in zip(entries, golds):
+            fewest = min(e["n_tokens"])
+            ties = [i for i, n in enumerate(e["n_tokens"]) if n == fewest]
+            shortest.append((g in ties) / len(ties))
+        acc = sum(e["metrics"]["acc"] for e in entries) / len(entries)
+        lo, hi = _interval(shortest)
+        print(f"{name}: acc {acc:.3f}, shortest-choice baseline 99% [{lo:.3f}, {hi:.3f}]")
+        assert lo <= acc <= hi, name
+    entries = samples["hellaswag"]
+    em = sum(e["metrics"]["em"] for e in entries) / len(entries)
+    assert em <= _interval([0.25] * len(entries))[1]
+

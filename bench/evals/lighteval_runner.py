@@ -5,9 +5,9 @@ lighteval cannot share a venv with hydra-core 1.3 (antlr4 4.13 vs 4.9), so it li
 
 1. the model is saved with save_pretrained into out_dir/model (the in-repo Mamba through its
    transformers wrapper, models.hf), with the tokenizer;
-2. the task data is laid out under out_dir/data: our local tasks' JSONL, or, for v1, one folder per
-   Hub dataset whose README declares its subsets and splits over the local copies of `make data`
-   (bench.data), so that lighteval's own task configs load it with only `hf_repo` changed;
+2. the task data: our local tasks' JSONL laid out under out_dir/data, or, for v1, the local copies
+   of `make data` (bench.data.hub_path: a folder that load_dataset reads as the Hub dataset), so
+   that lighteval's own task configs load it with only `hf_repo` changed;
 3. lighteval_worker.py evaluates the plan (lighteval_tasks.py) and writes metrics.json and
    samples.json (per-sample metrics and log-probs);
 4. the metrics become the same tidy rows as lm-eval's (bench.evals.rows).
@@ -118,31 +118,13 @@ def _layout_local(data_dir: Path) -> list[dict]:
     return plan
 
 
-def _hub_folder(data_dir: Path, repo: str, subsets: dict[str, dict[str, str]]) -> Path:
-    """A folder `datasets.load_dataset(folder, name=subset)` reads like the Hub dataset `repo`:
-    links to the local files and a README whose `configs` declare each subset's splits."""
-    folder = data_dir / repo.replace("/", "__")
-    lines = ["---", "configs:"]
-    for subset, files in sorted(subsets.items()):
-        lines += [f"- config_name: {subset}", "  data_files:"]
-        for split, path in sorted(files.items()):
-            link = folder / subset / f"{split}{Path(path).suffix}"
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(Path(path).resolve())
-            lines += [f"  - split: {split}", f"    path: {subset}/{link.name}"]
-    (folder / "README.md").write_text("\n".join(lines + ["---", ""]))
-    return folder
-
-
 def _layout_v1(data_dir: Path, tasks: list[str]) -> tuple[list[dict], dict[str, Rule], dict[str, str]]:
     """The v1 plan over the local copies of `make data`: (plan, rules of the tasks that run,
     {task: one-line message} for each task skipped because its scored split is not on disk)."""
     from bench import data
     from bench.data.catalog import SPLITS as CATALOG
 
-    plan, rules, skipped, by_repo = [], {}, {}, {}
+    plan, rules, skipped = [], {}, {}
     for name in tasks:
         v1 = V1_TASKS[name]
         entries = {}
@@ -158,20 +140,17 @@ def _layout_v1(data_dir: Path, tasks: list[str]) -> tuple[list[dict], dict[str, 
             skipped[name] = f"v1 task {name!r} skipped: {e}"
             continue
         for engine_name, splits in entries.items():
-            repo, subset = splits[0].repo, splits[0].subset or "default"
             files = {}
             for e in splits:
                 try:
                     files[e.split] = str(data.local_path(e.repo, e.subset, e.split))
                 except data.MissingData:
                     pass  # a few-shot split: lighteval then draws its shots from the evaluation split
-            by_repo.setdefault(repo, {})[subset] = files
-            plan.append({"name": engine_name, "module": v1.module, "repo": repo, "splits": sorted(files),
+            plan.append({"name": engine_name, "module": v1.module, "repo": splits[0].repo, "splits": sorted(files),
                          "fewshot": v1.fewshot})
         rules[name] = V1_RULES[name]
-    folders = {repo: str(_hub_folder(data_dir, repo, subsets).resolve()) for repo, subsets in by_repo.items()}
-    for entry in plan:
-        entry["hf_repo"] = folders[entry.pop("repo")]
+    for entry in plan:  # bench.data's folder, read by load_dataset as the Hub dataset (its card names the splits)
+        entry["hf_repo"] = data.hub_path(entry.pop("repo"))
     return plan, rules, skipped
 
 

@@ -10,7 +10,8 @@ lighteval's transformers backend on CPU or the first GPU, and writes
 
     out/metrics.json  {task: {"metrics": {name: value}, "stderr": {name: value}, "n_samples": int,
                               "fewshot_split": split the shots came from, "engine_fewshot_split": ...}}
-    out/samples.json  {task: [{"doc_id": int, "metrics": {name: value}, "logprobs": [...]}]}
+    out/samples.json  {task: [{"doc_id": int, "gold": gold index(es), "metrics": {name: value}, "logprobs": [per choice],
+                               "n_tokens": [tokens per choice], "text": [generations]}]}
 
 plus lighteval's own results and per-sample details under out/. Workarounds for lighteval 0.13
 offline:
@@ -115,13 +116,18 @@ def main(argv=None) -> None:
     samples = {}
     for name, entries in details.items():
         samples[_task_key(name)] = [
-            {"doc_id": int(d.doc.id), "metrics": {k: float(v) for k, v in d.metric.items()},
-             "logprobs": [float(x) for x in (d.model_response.logprobs or [])]} for d in entries]
+            {"doc_id": int(d.doc.id), "gold": d.doc.gold_index, "metrics": {k: float(v) for k, v in d.metric.items()},
+             "logprobs": [float(x) for x in (d.model_response.logprobs or [])],
+             "n_tokens": [len(t) for t in (d.model_response.output_tokens or []) if hasattr(t, "__len__")],
+             "truncated": int(d.model_response.truncated_tokens_count or 0),
+             "text": [str(t) for t in (d.model_response.text or [])]} for d in entries]
     per_task = {}
     for key, values in results["results"].items():
         if key == "all":
             continue
         task = _task_key(key)
+        if task not in engine_split:  # lighteval's own group means ("mmlu:_average"): ours are in bench.evals.rows
+            continue
         metrics = {k: v for k, v in values.items() if not k.endswith("_stderr")}
         stderr = {k[: -len("_stderr")]: v for k, v in values.items() if k.endswith("_stderr")}
         per_task[task] = {"metrics": metrics, "stderr": stderr, "n_samples": len(samples.get(task, [])),
