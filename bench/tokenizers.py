@@ -53,8 +53,8 @@ log = logging.getLogger("bench")
 CONVERTER_VERSION = 2  # bump when convert() changes: converted directories are redone
 REPO = Path(__file__).resolve().parents[1]
 GGUF_DIR = REPO / "data" / "tokenizers"  # the shipped GGUF files and golden tokenizations
-# name -> len(tokenizer) (tests/test_tokenizers.py checks it), so that a config naming a tokenizer
-# too large for its model's embedding is refused before anything loads
+# name -> len(tokenizer) (tests/test_tokenizers.py checks it): a config that will tokenize real text
+# can be checked against model.vocab_size before anything loads (check_tokenizer_field)
 LENGTHS = {"falcon": 65024, "gpt-neox": 50277, "mpt": 50277, "llama-bpe": 128256, "gpt-2": 50257}
 NAMES = tuple(LENGTHS)
 # gpt-neox's GGUF predates `tokenizer.ggml.pre`; its Hugging Face tokenizer (GPT-NeoX-20B, which
@@ -213,8 +213,12 @@ def load_tokenizer(name_or_path: str, data_dir: Path | None = None):
 
 
 def check_tokenizer_field(value: str | None, vocab_size: int | None = None) -> None:
-    """model.tokenizer: null, a shipped name (that fits vocab_size), or an existing directory
-    (checked when loaded). Cheap: nothing is read."""
+    """model.tokenizer: null, a shipped name, or an existing directory. With vocab_size, a shipped
+    tokenizer must also fit it (a directory is checked when loaded). Cheap: nothing is read.
+
+    ModelConfig checks only the name: runs that never tokenize real text (generation on synthetic
+    ids, memory searches) may shrink model.vocab_size below the named tokenizer's length. A scenario
+    that tokenizes real text calls tokenizer_for_model, or this with vocab_size in its config check."""
     if value is None:
         return
     if value not in NAMES and not Path(value).expanduser().is_dir():

@@ -99,8 +99,12 @@ def test_user_defined_tokens_match_before_pre_tokenization():
 def test_model_config_tokenizer_field(tmp_path):
     assert tokenizer_for_model(ModelConfig(name="m", arch="ssm", family="falcon_mamba")) is None
     ModelConfig(name="m", arch="ssm", family="falcon_mamba", tokenizer="falcon")  # 65024 fits 65024
+    # too small a vocabulary is refused where the tokenizer is used, not when the config is composed
+    # (runs on synthetic ids shrink model.vocab_size freely)
+    ModelConfig(name="m", arch="ssm", family="falcon_mamba", tokenizer="falcon", vocab_size=512)
     with pytest.raises(ConfigError, match=r"^model\.vocab_size: 65024 .* model\.tokenizer 'llama-bpe'"):
-        ModelConfig(name="m", arch="transformer", family="llama", impl="transformers", tokenizer="llama-bpe")
+        check_tokenizer_field("llama-bpe", 65024)
+    check_tokenizer_field("llama-bpe", 128256)
     exact = ModelConfig(name="m", arch="transformer", family="llama", impl="transformers", tokenizer="gpt-2",
                         vocab_size=50257)
     assert len(tokenizer_for_model(exact)) == 50257
