@@ -273,7 +273,7 @@ def test_scenario_rows_at_a_tiny_size():
     assert all(peaks[k[:2] + (64,)] > peaks[k[:2] + (32,)] for k in peaks)  # more tokens, more memory
     simulated = [r for r in rows if r["source"] == "simulated"]
     fits = [r for r in simulated if r["metric"] == "max_batch"]
-    assert len(fits) == 3 and all(r["value"] >= 1 and r["verdict"].startswith("checked") for r in fits)
+    assert len(fits) == 3 and all(r["value"] >= 1 and r["fit_check"].startswith("checked") for r in fits)
 
 
 def test_max_batch_is_the_largest_that_fits():

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from bench.report.rows import groups, label, legend_columns, recorded, series, shown_rows, text
+from bench.report import vision
 from bench.report.tables import fmt_count
 
 # Bytes per parameter, for the weight bytes that a decode step must read (roofline).
@@ -389,6 +390,7 @@ PLOTS = {
                               ["prefill_throughput", "decode_throughput", "speedup"]),
     "max_prompt_len": ("max_seq_len", plot_max_prompt_len, ["max_prompt_len"]),
     "leaderboard": ("leaderboard", plot_leaderboard, None),
+    "vision_figure1": ("vision", vision.plot_figure1, ["throughput", "peak_memory"]),
 }
 
 

@@ -18,7 +18,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from bench.report import leaderboard, plots
+from bench.report import leaderboard, plots, vision
 from bench.report.load import JOB_STATES, Collection
 from bench.report.rows import (FLAG, FLAG_NOTE, groups, key_cells, label, legend_columns, model_label, recorded,
                                series, shown_rows, text)
@@ -32,6 +32,7 @@ SCENARIO_TITLES = {
     "implementation": "Implementation: ssm_bench vs transformers",
     "max_seq_len": "Maximum prompt length within a memory budget",
     "leaderboard": "Leaderboard: task scores",
+    "vision": vision.TITLE,
 }
 # Row statuses other than ok: the section listing them and what it means for the tables.
 PROBLEMS = {
@@ -64,7 +65,8 @@ def build(collection: Collection, table: pd.DataFrame, figures: list[str],
     sections += [s for s in (_stale(collection), _incomplete(collection)) if s]
     sections += [_skipped(collection), _environment(collection), _caveats(collection, table)]
     builders = {"generation": _generation, "crosscheck": _crosscheck, "implementation": _implementation,
-                "max_seq_len": _max_seq_len, "leaderboard": _leaderboard}
+                "max_seq_len": _max_seq_len, "leaderboard": _leaderboard,
+                "vision": lambda d: Section(vision.TITLE, vision.section_items(d))}
     present = list(dict.fromkeys(table["scenario"].dropna().astype(str)))
     for scenario in [s for s in SCENARIOS if s in present] + [s for s in present if s not in SCENARIOS]:
         d = shown_rows(table, scenario)
@@ -89,6 +91,7 @@ _CAPTIONS = {
     "implementation_ratios": "Speed ratio per phase (1 = as fast as transformers)",
     "max_prompt_len": "Longest prompt within the memory budget, parallel vs sequential prefill",
     "leaderboard": "Normalized task scores, measured next to published (hatched)",
+    "vision_figure1": vision.CAPTION,
 }
 
 

@@ -87,12 +87,14 @@ def run(cfg, backend=None, out_dir=None) -> list[dict]:
         described = describe(model, device, attention)
         probe(model, device, dtype, min(sc.resolutions))
         guard = FakeModel(cfg, attention, dtype, "cpu") if device.type == "cpu" and cfg.memory_guard else None
+        measured = []
         for resolution in tqdm(sorted(sc.resolutions), desc=f"{model_cfg.name} {attention}", disable=not sc.progress):
             common = {**described, "image_size": resolution, "tokens_per_image": tokens_per_image(resolution, patch),
                       "source": "measured"}
-            rows += [{**common, **row} for row in measure_resolution(model, cfg, device, dtype, resolution, guard)]
+            measured += [{**common, **row} for row in measure_resolution(model, cfg, device, dtype, resolution, guard)]
         del model
-        rows += [{**described, **row} for row in simulate(cfg, attention, dtype, patch)]
+        simulated = simulate(cfg, attention, dtype, patch)
+        rows += measured + [{**described, **row} for row in simulated + memory_exponents(measured + simulated)]
     return rows
 
 
@@ -175,6 +177,32 @@ def oom_row(e: BaseException) -> dict:
             "reason": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
 
 
+def memory_exponents(rows: list[dict]) -> list[dict]:
+    """How activation memory grows with tokens: k in memory ~ tokens^k, fitted by least squares on
+    log-log over every resolution (`memory_exponent`) and between the two largest
+    (`memory_exponent_top`, nearest the asymptote: a quadratic term shows there first), per source."""
+    import numpy as np
+
+    out = []
+    for source in ("measured", "simulated"):
+        points = sorted({(r["tokens_per_image"], r["value"]) for r in rows
+                         if r.get("metric") == "activation_memory" and r.get("source") == source
+                         and r.get("status", "ok") == "ok" and r.get("budget_hardware") in (None, _first_budget(rows))})
+        if len(points) < 2 or any(v <= 0 for _, v in points):
+            continue
+        x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
+        tokens = f"{points[0][0]}..{points[-1][0]}"
+        out += [{"metric": "memory_exponent", "value": float(np.polyfit(x, y, 1)[0]), "unit": "ratio",
+                 "source": source, "tokens_fitted": tokens},
+                {"metric": "memory_exponent_top", "value": float((y[-1] - y[-2]) / (x[-1] - x[-2])), "unit": "ratio",
+                 "source": source, "tokens_fitted": f"{points[-2][0]}..{points[-1][0]}"}]
+    return out
+
+
+def _first_budget(rows: list[dict]):
+    return next((r["budget_hardware"] for r in rows if r.get("budget_hardware")), None)
+
+
 # ----------------------------------------------------------------------------- simulated
 
 class FakeModel:
@@ -184,6 +212,7 @@ class FakeModel:
         self.tracker = YoungGcTracker(kernels)  # a full gc between fake trials costs ~1 s, finds nothing more
         self.model = self.tracker.build(lambda: build_model(cfg.model, attention, torch.device("cpu"), dtype, False))
         self.tracker.adopt(self.model)
+        self.weights_bytes = self.tracker.live_bytes()
         self.dtype = dtype
         self._peaks: dict[tuple[int, int], int] = {}
 
@@ -248,7 +277,9 @@ def simulate(cfg, attention: str, dtype, patch: int) -> list[dict]:
                       "kernels": hardware.kernels, "memory": "fake_tensor_storage"}
             best, how = max_batch(peak, hardware.budget_bytes)
             rows += [{**common, "metric": "peak_memory", "value": peak(sc.batch_size), "unit": BYTES},
-                     {**common, "metric": "max_batch", "value": best, "unit": IMAGES, "verdict": how}]
+                     {**common, "metric": "activation_memory", "value": peak(sc.batch_size) - fake.weights_bytes,
+                      "unit": BYTES},
+                     {**common, "metric": "max_batch", "value": best, "unit": IMAGES, "fit_check": how}]
     return rows
 
 
