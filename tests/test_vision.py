@@ -303,3 +303,33 @@ def test_simulated_memory_at_1248_for_both_models():
     assert peaks["deit_ti", "eager"] >= 2 * scores  # scores and their softmax are alive together
     assert peaks["deit_ti", "sdpa"] < scores
     assert peaks["vim_ti", "none"] < scores
+
+
+# ----------------------------------------------------------------------------- report
+
+def test_report_finds_crossovers_and_quadratic_terms():
+    import pandas as pd
+
+    from bench.report import vision as report
+
+    def rows(model, arch, attention, metric, values, stat=None):
+        return [{"scenario": "vision", "model": model, "arch": arch, "attention": attention, "metric": metric,
+                 "stat": stat, "value": v, "image_size": size, "tokens_per_image": (size // 16) ** 2 + 1,
+                 "source": "measured", "status": "ok", "device": "cpu", "dtype": "float32", "batch_size": 1,
+                 "hardware": "cpu", "params": 1} for size, v in zip((224, 384, 512), values)]
+
+    table = pd.DataFrame(rows("vim_ti", "ssm", "none", "throughput", [1, 1, 1], "median")
+                         + rows("deit_ti", "transformer", "eager", "throughput", [3, 1.5, 0.5], "median")
+                         + rows("vim_ti", "ssm", "none", "peak_memory", [10, 20, 30])
+                         + rows("deit_ti", "transformer", "eager", "peak_memory", [5, 20, 60]))
+    found = report.comparisons(table).set_index("what")
+    crossover = [c for c in found.columns if c.startswith("crossover")][0]
+    assert found.loc["throughput", crossover] == "between 384 and 512"
+    assert found.loc["throughput", "at the largest size"] == "512: 2.00× the images/s"
+    assert found.loc["memory", crossover] == "between 224 and 384"
+    assert found.loc["memory", "at the largest size"] == "512: 50.0% less memory"
+    claim = report.published_check(table)
+    assert list(claim["source"][:2]) == ["published", "published"] and "2.8×" in claim["value"][0]
+    tokens = [197, 577, 1025, 1601]
+    c1, c2 = report.polynomial_terms(tokens, [7 + 100 * n + 24 * n * n for n in tokens])
+    assert c1 == pytest.approx(100) and c2 == pytest.approx(24)

@@ -183,18 +183,39 @@ def published_check(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def polynomial_terms(tokens, memory) -> tuple[float, float] | None:
+    """Least-squares memory = c0 + c1 * tokens + c2 * tokens^2: (c1 bytes/token, c2 bytes/token^2),
+    or None with fewer than 3 sizes. Eager attention's c2 is what its (heads, N, N) tensors cost."""
+    if len(set(tokens)) < 3:
+        return None
+    c2, c1, _ = np.polyfit(np.asarray(tokens, float), np.asarray(memory, float), 2)
+    return float(c1), float(c2)
+
+
 def exponents(df: pd.DataFrame) -> pd.DataFrame:
+    """The exponents the scenario fitted, and a quadratic fit of activation memory against tokens
+    from the same rows (per batch: the quadratic term of eager attention shows as bytes/token^2)."""
     d = _rows(df)
     e = d[d["metric"].isin(["memory_exponent", "memory_exponent_top"])]
     if e.empty:
         return e
     keys = [c for c in ["model", "params", "attention", "source", "device", "dtype", "batch_size"] if c in e]
+    act = d[d["metric"] == "activation_memory"]
+    act = pd.concat([act[act["source"] == "measured"],
+                     act[(act["source"] == "simulated") & (act["budget_hardware"] == act["budget_hardware"].min())]])
     rows = []
     for values, g in groups(e, keys):
         row = key_cells(values)
         for _, r in g.iterrows():
             column = "exponent, all sizes" if r["metric"] == "memory_exponent" else "exponent, two largest sizes"
             row[column] = f"{r['value']:.2f} (tokens {text(r.get('tokens_fitted'))})"
+        points = act
+        for k, v in values.items():
+            points = points[points[k].map(text) == text(v)]
+        terms = polynomial_terms(points["tokens_per_image"], points["value"])
+        if terms:
+            row["linear term (bytes/token)"] = fmt_number(terms[0])
+            row["quadratic term (bytes/token²)"] = f"{terms[1]:.2f}"
         rows.append(row)
     return pd.DataFrame(rows)
 
