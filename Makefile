@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-faults test-all bench bench-throughput bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals bench-leaderboard test-leaderboard report notebook lighteval-env test-lighteval data tokenizers clean
+.PHONY: venv test test-faults test-all bench bench-pairing gpu-check bench-throughput bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals bench-leaderboard test-leaderboard report notebook lighteval-env test-lighteval data tokenizers clean
 
 venv: $(STAMP)
 
@@ -101,6 +101,16 @@ report: $(STAMP)
 # Refresh the paired .ipynb after editing notebooks/explore.py.
 notebook: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/explore.py
+
+# Both pairings (release: all through transformers; best: each side's fastest path), tiny and
+# small models of both architectures, on the CPU; then the report.
+bench-pairing: $(STAMP)
+	$(PY) -m bench experiment=pairing; status=$$?; $(PY) -m bench.report && exit $$status
+
+# The GPU checks (kernels, scan speed, decode with and without graphs, generation, max prompt
+# under a 24 GiB cap) as ordinary runs; then the report. On a CPU the CUDA-only jobs say why not.
+gpu-check: $(STAMP)
+	$(PY) -m bench experiment=gpu_check; status=$$?; $(PY) -m bench.report && exit $$status
 
 # Generation throughput and memory over 16k tokens, tiny models, CPU.
 bench-throughput: $(STAMP)

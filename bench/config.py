@@ -222,6 +222,23 @@ class ImplementationConfig(ScenarioConfig):
 
 
 @dataclass
+class KernelsConfig(ScenarioConfig):
+    """The Triton kernels against the PyTorch ops, and the scan's speed (bench/scenarios/kernels.py)."""
+
+    name: str = "kernels"
+    check_len: int = 300  # agreement: scan length and d_inner
+    check_d: int = 256
+    scan_len: int = 8192  # speed: the prefill scan alone at this length and d_inner
+    scan_d: int = 8192
+    repeats: int = 7
+    copy_mib: int = 4096  # CUDA: the copy-bandwidth buffers
+
+    def __post_init__(self):
+        for name in ("check_len", "check_d", "scan_len", "scan_d", "repeats", "copy_mib"):
+            _positive(f"scenario.{name}", getattr(self, name))
+
+
+@dataclass
 class LeaderboardConfig(ScenarioConfig):
     """Leaderboard evals: `local` tasks (shipped), `v2` (lm-eval) or `v1` (lighteval)."""
 
@@ -408,7 +425,7 @@ class BenchConfig:
 
 
 SCENARIO_SCHEMAS = {"generation": GenerationConfig, "crosscheck": CrossCheckConfig,
-                    "implementation": ImplementationConfig, "leaderboard": LeaderboardConfig,
+                    "implementation": ImplementationConfig, "leaderboard": LeaderboardConfig, "kernels": KernelsConfig,
                     "max_seq_len": MaxSeqLenConfig, "vision": VisionConfig, "batch": BatchConfig,
                     "probe": ProbeConfig}
 

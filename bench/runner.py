@@ -46,6 +46,7 @@ SCENARIOS = {  # scenario name -> module with run(cfg, backend, out_dir) -> rows
     "implementation": "bench.scenarios.implementation",
     "leaderboard": "bench.scenarios.leaderboard",
     "max_seq_len": "bench.scenarios.max_seq_len",
+    "kernels": "bench.scenarios.kernels",
     "batch": "bench.scenarios.batch",
     "vision": "bench.scenarios.vision",
     "probe": "bench.scenarios.probe",  # trains its model: its timing rows flag themselves

@@ -143,7 +143,7 @@ def selective_scan_triton(
     block_n = triton.next_power_of_2(dstate)
     if block_d is None:
         # chunk * block_d * block_n near 4k floats per program: at n=16, chunk=16 that is block_d=16,
-        # the fastest of the configurations tried on an H200 at l=8192, d=8192 (bench/devicecheck.py).
+        # the fastest of the configurations tried on an H200 at l=8192, d=8192 (the kernels check, configs/check/kernels.yaml).
         block_d = max(1, min(triton.next_power_of_2(dim), 4096 // (chunk * block_n)))
     h0 = initial_state if initial_state is not None else final_state  # unused pointer when absent
     if initial_state is not None:
