@@ -331,10 +331,12 @@ class VisionConfig(ScenarioConfig):
             _positive(f"scenario.{name}", getattr(self, name))
         if self.warmup < 0:
             raise ConfigError(f"scenario.warmup: must be >= 0, got {self.warmup}")
-        for name in ("resolutions", "simulate_resolutions"):
+        for name in ("resolutions", "simulate_resolutions"):  # resolutions=[]: simulated only (any machine)
             values = list(getattr(self, name))
-            if (name == "resolutions" and not values) or any(v < 16 for v in values):
+            if any(v < 16 for v in values):
                 raise ConfigError(f"scenario.{name}: {values} must be image sizes of at least one 16-pixel patch")
+        if not self.resolutions and not self.simulate_resolutions:
+            raise ConfigError("scenario.resolutions: empty, and so is simulate_resolutions: nothing to run")
         if not self.attention or any(a not in ATTENTIONS for a in self.attention):
             raise ConfigError(f"scenario.attention: {list(self.attention)} must be a non-empty list from {list(ATTENTIONS)}")
         for name in self.budgets:
@@ -450,7 +452,8 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 def config_groups() -> str:
     """The `--help` list of each config group's options: its YAML files, not the typed schemas."""
     groups = sorted(d for d in CONFIG_DIR.iterdir() if d.is_dir() and d.name != "hydra")
-    return "".join(f"{d.name}: {', '.join(sorted(f.stem for f in d.glob('*.yaml')))}\n" for d in groups)
+    options = {d.name: sorted(str(f.relative_to(d).with_suffix("")) for f in d.rglob("*.yaml")) for d in groups}
+    return "".join(f"{group}: {', '.join(names)}\n" for group, names in options.items())
 
 
 def register_configs(extra_scenarios: dict | None = None):

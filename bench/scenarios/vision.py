@@ -19,7 +19,8 @@ Simulated (FakeTensorMode: shapes only, nothing allocated), for each resolution 
 `simulate_resolutions` and each GPU profile in `budgets` (configs/hardware/*.yaml, the profile's
 memory less its overhead), allocating as that profile's kernels do: the peak at `batch_size`,
 and the largest batch that fits (an affine fit of peak against batch from batches 1 and 2,
-checked by simulating that batch, which must fit, and one more, which must not).
+checked by simulating that batch, which must fit, and one more, which must not). With
+`resolutions=[]` a job is simulated only, so a GPU preset's memory answers on any machine.
 
 Before a resolution is measured on a CPU, its simulated peak (CPU kernels) is checked against
 the host's available memory: a resolution that would not fit becomes a failed row, not a
@@ -85,8 +86,9 @@ def run(cfg, backend=None, out_dir=None) -> list[dict]:
     for attention in attentions:
         model = build_model(model_cfg, attention, device, dtype)
         described = describe(model, device, attention)
-        probe(model, device, dtype, min(sc.resolutions))
-        guard = FakeModel(cfg, attention, dtype, "cpu") if device.type == "cpu" and cfg.memory_guard else None
+        probe(model, device, dtype, min(sc.resolutions, default=224))
+        guarded = device.type == "cpu" and cfg.memory_guard and sc.resolutions
+        guard = FakeModel(cfg, attention, dtype, "cpu") if guarded else None
         measured = []
         for resolution in tqdm(sorted(sc.resolutions), desc=f"{model_cfg.name} {attention}", disable=not sc.progress):
             common = {**described, "image_size": resolution, "tokens_per_image": tokens_per_image(resolution, patch),
