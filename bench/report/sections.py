@@ -18,7 +18,8 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from bench.report import leaderboard, plots, vision
+from bench.report import leaderboard, plots, probes, vision
+from bench.report.findings import findings
 from bench.report.load import JOB_STATES, Collection
 from bench.report.rows import (FLAG, FLAG_NOTE, groups, key_cells, label, legend_columns, model_label, recorded,
                                series, shown_rows, text)
@@ -33,6 +34,7 @@ SCENARIO_TITLES = {
     "max_seq_len": "Maximum prompt length within a memory budget",
     "leaderboard": "Leaderboard: task scores",
     "vision": vision.TITLE,
+    "probe": probes.TITLE,
 }
 # Row statuses other than ok: the section listing them and what it means for the tables.
 PROBLEMS = {
@@ -60,13 +62,19 @@ def build(collection: Collection, table: pd.DataFrame, figures: list[str],
           figure_notes: dict[str, str] | None = None) -> list[Section]:
     """figures: the names drawn (plots.draw_all); figure_notes: why others were not."""
     figure_notes = figure_notes or {}
-    sections = [_overview(collection, table)]
+    # The answers first (findings.py), then what ran and what went wrong, each scenario's tables
+    # and figures, and the environment and caveats last.
+    opening = findings(table, figures)
+    sections = [Section("Findings", opening)] if opening else []
+    sections += [_overview(collection, table)]
     sections += [s for s in (_row_problems(table, collection, status) for status in PROBLEMS) if s]
     sections += [s for s in (_stale(collection), _incomplete(collection)) if s]
-    sections += [_skipped(collection), _environment(collection), _caveats(collection, table)]
+    sections += [_skipped(collection)]
+    closing = [_environment(collection), _caveats(collection, table)]
     builders = {"generation": _generation, "crosscheck": _crosscheck, "implementation": _implementation,
                 "max_seq_len": _max_seq_len, "leaderboard": _leaderboard,
-                "vision": lambda d: Section(vision.TITLE, vision.section_items(d))}
+                "vision": lambda d: Section(vision.TITLE, vision.section_items(d)),
+                "probe": lambda d: Section(probes.TITLE, probes.section_items(d))}
     present = list(dict.fromkeys(table["scenario"].dropna().astype(str)))
     for scenario in [s for s in SCENARIOS if s in present] + [s for s in present if s not in SCENARIOS]:
         d = shown_rows(table, scenario)
@@ -81,7 +89,11 @@ def build(collection: Collection, table: pd.DataFrame, figures: list[str],
             elif sc == scenario and name in figure_notes:
                 section.items.append(f"Figure *{_CAPTIONS[name]}* {figure_notes[name]}.")
         sections.append(section)
-    return sections
+    return sections + closing
+
+
+def caption(figure: str) -> str:
+    return _CAPTIONS[figure]
 
 
 _CAPTIONS = {
@@ -92,6 +104,8 @@ _CAPTIONS = {
     "max_prompt_len": "Longest prompt within the memory budget, parallel vs sequential prefill",
     "leaderboard": "Normalized task scores, measured next to published (hatched)",
     "vision_figure1": vision.CAPTION,
+    "probe_accuracy": probes.LENGTH_CAPTION,
+    "probe_extrapolation": probes.EXTRAPOLATION_CAPTION,
 }
 
 

@@ -17,11 +17,13 @@ MIB = 2 ** 20
 def fmt_bytes(n) -> str:
     if n is None or (isinstance(n, float) and math.isnan(n)):
         return ""
-    if n >= GIB:
+    if abs(n) >= GIB:
         return f"{n / GIB:.2f} GiB"
-    if n >= MIB:
+    if abs(n) >= MIB:
         return f"{n / MIB:.1f} MiB"
-    return f"{n / 1024:.1f} KiB"
+    if abs(n) >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n:.0f} B"
 
 
 def fmt_number(x, digits: int = 3) -> str:
