@@ -245,7 +245,7 @@ class LeaderboardConfig(ScenarioConfig):
     name: str = "leaderboard"
     harness: str = "lm_eval"  # lm_eval | lighteval (its own venv, .venv-lighteval)
     suite: str = "local"  # local | v2 (lm_eval) | v1 (lighteval)
-    tasks: Optional[List[str]] = None  # a subset of the suite's tasks (lm_eval only)
+    tasks: Optional[List[str]] = None  # a subset of the suite's tasks (v2 or v1; local runs whole)
     limit: Optional[int] = None  # examples per subtask; None = all
     batch_size: int = 8
     bootstrap_iters: int = 0
