@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from bench.report.rows import groups, label, legend_columns, recorded, series, shown_rows, text
-from bench.report import vision
+from bench.report import probes, vision
 from bench.report.tables import fmt_count
 
 # Bytes per parameter, for the weight bytes that a decode step must read (roofline).
@@ -187,14 +187,41 @@ def _generation_series(d: pd.DataFrame, metric: str) -> tuple[list[str], pd.Data
 
 
 def _draw_series(ax, cols: list[str], med: pd.DataFrame, scale: float = 1.0) -> None:
-    """One line per series: the model's colour, a marker per series of that model, dotted when simulated."""
+    """One line per series: the model's colour, a marker per series of that model, dotted when simulated.
+    A line with the same values as one drawn before it would hide it: it is drawn dashed with hollow
+    markers, and its legend entry says which line it lies on."""
     colors = model_colors(med["model"])
     named = legend_columns(med, cols)
     seen: dict[str, int] = {}
+    drawn: list[tuple[pd.Series, str]] = []
     for values, s in groups(med, cols):
         n = seen[values["model"]] = seen.get(values["model"], -1) + 1
-        ax.plot(s["step"], s["value"] / scale, SOURCE_STYLES.get(s["source"].iloc[0], "-"),
-                marker=MARKERS[n % len(MARKERS)], ms=3, color=colors[values["model"]], label=label(values, named))
+        line = s.groupby("step")["value"].median()
+        name = label(values, named)
+        under = next((other for prev, other in drawn if prev.index.equals(line.index)
+                      and np.allclose(prev.values, line.values, rtol=1e-3, equal_nan=True)), None)
+        style = dict(ls=(0, (4, 3)), mfc="none", ms=6) if under else \
+            dict(ls=SOURCE_STYLES.get(s["source"].iloc[0], "-"), ms=3)
+        ax.plot(s["step"], s["value"] / scale, marker=MARKERS[n % len(MARKERS)], color=colors[values["model"]],
+                label=textwrap.fill(f"{name} (same values as {under})" if under else name, 90), **style)
+        drawn.append((line, name))
+
+
+def plain_ticks(ax, axis: str = "x") -> None:
+    """Log-axis tick labels as plain numbers (1,000, not 10³)."""
+    from matplotlib.ticker import FuncFormatter
+
+    formatter = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+    for a in ([ax.xaxis] if axis == "x" else [ax.yaxis] if axis == "y" else [ax.xaxis, ax.yaxis]):
+        a.set_major_formatter(formatter)
+
+
+def byte_unit(largest: float) -> tuple[float, str]:
+    """The unit that makes `largest` bytes read as a number between 1 and 1024."""
+    for scale, unit in ((GIB, "GiB"), (2 ** 20, "MiB"), (2 ** 10, "KiB")):
+        if abs(largest) >= scale:
+            return scale, unit
+    return 1, "bytes"
 
 
 def plot_generation_throughput(df: pd.DataFrame) -> Figure | None:
@@ -219,8 +246,10 @@ def plot_generation_throughput(df: pd.DataFrame) -> Figure | None:
             ax.axhline(roof, color=colors[model], ls="--", lw=1, alpha=0.7,
                        label=f"roofline {model} on {hw} ({bw:g} GB/s, {dtype}, batch {batch:g})")
     ax.set_xscale("log")
+    plain_ticks(ax, "x")
     if tops and max(tops) > 3 * med["value"].max() and (med["value"] > 0).any():
         ax.set_yscale("log")  # the roofline is far above the measurements: keep both visible
+        plain_ticks(ax, "y")
     else:
         ax.set_ylim(bottom=min(0, med["value"].min()))
     ax.set_xlabel("tokens generated (log scale)")
@@ -242,17 +271,16 @@ def plot_generation_memory(df: pd.DataFrame) -> Figure | None:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.2), squeeze=False)
     for ax, (metric, cols, med) in zip(axes[0], panels):
-        scale, unit = (GIB, "GiB") if med["value"].abs().max() >= GIB else (2 ** 20, "MiB")
+        scale, unit = byte_unit(med["value"].abs().max())
         _draw_series(ax, cols, med, scale)
-        ax.set_xscale("log")
-        ax.set_ylim(bottom=min(0, med["value"].min() / scale))
-        ax.set_xlabel("tokens generated (log scale)")
+        ax.set_ylim(bottom=min(0, med["value"].min() / scale))  # linear axes: memory grows linearly or not at all
+        ax.set_xlabel("tokens generated")
         ax.set_ylabel(unit)
         ax.set_title(MEMORY_METRICS[metric])
         ax.grid(alpha=0.3, which="both")
-    legend_outside(axes[0][-1])
     subtitle(fig, d, panels[0][1])
-    fig.tight_layout()
+    fig.tight_layout()  # before the legend: long legend entries must not squeeze the panels
+    legend_outside(axes[0][-1] if len(panels) == 1 else axes[0][len(panels) // 2])
     return fig
 
 
@@ -391,6 +419,8 @@ PLOTS = {
     "max_prompt_len": ("max_seq_len", plot_max_prompt_len, ["max_prompt_len"]),
     "leaderboard": ("leaderboard", plot_leaderboard, None),
     "vision_figure1": ("vision", vision.plot_figure1, ["throughput", "peak_memory"]),
+    "probe_accuracy": ("probe", probes.plot_accuracy_vs_length, ["accuracy"]),
+    "probe_extrapolation": ("probe", probes.plot_extrapolation, ["accuracy"]),
 }
 
 

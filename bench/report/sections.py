@@ -99,7 +99,7 @@ def caption(figure: str) -> str:
 _CAPTIONS = {
     "generation_throughput": ("Throughput per window vs tokens generated (median over repeats; "
                               "dashed: bandwidth roofline; dotted: simulated)"),
-    "generation_memory": "Memory vs tokens generated",
+    "generation_memory": "Memory vs tokens generated (linear axes; dotted: simulated)",
     "implementation_ratios": "Speed ratio per phase (1 = as fast as transformers)",
     "max_prompt_len": "Longest prompt within the memory budget, parallel vs sequential prefill",
     "leaderboard": "Normalized task scores, measured next to published (hatched)",
