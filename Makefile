@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-faults test-all bench bench-pairing gpu-check bench-throughput bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals bench-leaderboard test-leaderboard report notebook lighteval-env test-lighteval data tokenizers clean
+.PHONY: venv test test-faults test-all bench bench-pairing gpu-check bench-throughput bench-probes bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals bench-leaderboard test-leaderboard report notebook lighteval-env test-lighteval data tokenizers clean
 
 venv: $(STAMP)
 
@@ -98,9 +98,14 @@ tokenizers: $(STAMP)
 report: $(STAMP)
 	$(PY) -m bench.report
 
-# Refresh the paired .ipynb after editing notebooks/explore.py.
+# The notebook, run on the latest report: results/report/explore.ipynb with its outputs (nbclient's
+# `jupyter execute`; the venv's kernel). Also refreshes the pair after editing notebooks/explore.py.
 notebook: $(STAMP)
 	$(VENV)/bin/jupytext --sync notebooks/explore.py
+	@test -d results/report || { echo "make notebook: no results/report: run make bench (or make report) first"; exit 2; }
+	cp notebooks/explore.ipynb results/report/explore.ipynb
+	SSM_BENCH_REPORT_DIR=$(CURDIR)/results/report PATH=$(CURDIR)/$(VENV)/bin:$$PATH \
+	  $(VENV)/bin/jupyter execute --inplace results/report/explore.ipynb
 
 # Both pairings (release: all through transformers; best: each side's fastest path), tiny and
 # small models of both architectures, on the CPU; then the report.
@@ -115,6 +120,11 @@ gpu-check: $(STAMP)
 # Generation throughput and memory over 16k tokens, tiny models, CPU.
 bench-throughput: $(STAMP)
 	$(PY) -m bench experiment=throughput_16k
+
+# Synthetic probes: matched small Mamba and Llama trained on MQAR, selective copying and induction
+# heads over a learning-rate grid, then the report (accuracy vs length, extrapolation).
+bench-probes: $(STAMP)
+	$(PY) -m bench experiment=probes; status=$$?; $(PY) -m bench.report && exit $$status
 
 # The in-repo Mamba against transformers' FalconMamba on the same weights: speed and memory ratios.
 bench-implementation: $(STAMP)
