@@ -61,6 +61,15 @@ def _first_n(engine_get_docs):
     return get_docs
 
 
+def _n_tokens(output_tokens) -> list[int]:
+    """Tokens per choice (loglikelihood: a [choices, longest] tensor padded with -1) or per generation."""
+    import torch
+
+    if output_tokens is None:
+        return []
+    return [int((torch.as_tensor(t) != -1).sum()) for t in output_tokens]
+
+
 def _task_key(key: str) -> str:
     return key.replace("|", ":").rsplit(":", 1)[0]
 
@@ -118,7 +127,7 @@ def main(argv=None) -> None:
         samples[_task_key(name)] = [
             {"doc_id": int(d.doc.id), "gold": d.doc.gold_index, "metrics": {k: float(v) for k, v in d.metric.items()},
              "logprobs": [float(x) for x in (d.model_response.logprobs or [])],
-             "n_tokens": [len(t) for t in (d.model_response.output_tokens or []) if hasattr(t, "__len__")],
+             "n_tokens": _n_tokens(d.model_response.output_tokens),
              "truncated": int(d.model_response.truncated_tokens_count or 0),
              "text": [str(t) for t in (d.model_response.text or [])]} for d in entries]
     per_task = {}
