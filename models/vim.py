@@ -23,8 +23,8 @@ block, the model.
 - Final RMSNorm, the class token's features, a linear head.
 
 Parameter names: the forward direction's are the Mamba mixer's (in_proj, conv1d, x_proj, dt_proj,
-A_log, D, out_proj); the backward direction's live under `mixer.backward_ssm` (Vim's conv1d_b,
-x_proj_b, dt_proj_b, A_b_log, D_b). VIM_NAMES maps one naming to the other.
+A_log, D, out_proj); the backward direction's live under `mixer.backward_ssm` (conv1d, x_proj,
+dt_proj, A_log, D there are Vim's conv1d_b, x_proj_b, dt_proj_b, A_b_log, D_b).
 
 Inference only (no drop path, no autograd): the scans update in place.
 """
@@ -41,11 +41,6 @@ from torch import Tensor
 
 from models.mamba import MambaBlock, MambaConfig, MambaMixer, RMSNorm, _materialize
 from models.ops import scan_backend
-
-# Our name (inside a block's mixer) -> the authors' name, for the backward direction.
-VIM_NAMES = {"backward_ssm.conv1d": "conv1d_b", "backward_ssm.x_proj": "x_proj_b",
-             "backward_ssm.dt_proj": "dt_proj_b", "backward_ssm.A_log": "A_b_log", "backward_ssm.D": "D_b"}
-
 
 @dataclass
 class VimConfig:
