@@ -123,9 +123,10 @@ class _LiveBytes(TorchDispatchMode):
     is the bytes a trial created, on top of what was adopted.
     """
 
-    def __init__(self, skip_inplace: bool = False):
+    def __init__(self, skip_inplace: bool = False, allocator=None):
         super().__init__()
         self.skip_inplace = skip_inplace
+        self.allocator = allocator  # bench.memory.allocator.CachingAllocatorModel: replays each alloc/free
         self.live = 0
         self.peak = 0
         self.limit: int | None = None
@@ -140,15 +141,30 @@ class _LiveBytes(TorchDispatchMode):
             if entry[1] != nbytes:  # resized in place (resize_, out= ops)
                 self.live += nbytes - entry[1]
                 self._refs[key] = (entry[0], nbytes)
+                if self.allocator is not None:
+                    self.allocator.free(key)
+                    self._malloc(key, nbytes)
             return
         self._refs[key] = (weakref.ref(st, self._freed(key)), nbytes)
         self.live += nbytes
+        if self.allocator is not None:
+            self._malloc(key, nbytes)
+
+    def _malloc(self, key: int, nbytes: int) -> None:
+        from bench.memory.allocator import AllocatorOOM
+
+        try:
+            self.allocator.malloc(key, nbytes)
+        except AllocatorOOM as e:
+            raise BudgetExceeded(f"modelled CUDA caching allocator: {e}") from None
 
     def _freed(self, key: int):
         def callback(_ref):
             entry = self._refs.pop(key, None)
             if entry is not None:
                 self.live -= entry[1]
+                if self.allocator is not None:
+                    self.allocator.free(key)
         return callback
 
     def _is_inplace_pointwise(self, func) -> bool:
@@ -167,6 +183,8 @@ class _LiveBytes(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if self.skip_inplace and self._is_inplace_pointwise(func):
             return args[0]
+        if self.allocator is not None and func.overloadpacket in _CUBLAS_OPS:
+            self._take_workspace()
         out = func(*args, **(kwargs or {}))
         for t in tree_flatten(out)[0]:
             if isinstance(t, torch.Tensor):
@@ -176,6 +194,19 @@ class _LiveBytes(TorchDispatchMode):
             if self.limit is not None and self.live > self.limit:
                 raise BudgetExceeded(f"live tensor bytes {self.live} passed the budget {self.limit}")
         return out
+
+
+    def _take_workspace(self) -> None:
+        from bench.memory.allocator import AllocatorOOM
+
+        try:
+            self.allocator.take_workspace()
+        except AllocatorOOM as e:
+            raise BudgetExceeded(f"modelled CUDA caching allocator: {e}") from None
+
+
+_CUBLAS_OPS = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm,
+               torch.ops.aten.matmul, torch.ops.aten.linear}  # the first one takes cuBLAS's workspace
 
 
 class CpuTracker(MemoryTracker):
@@ -223,17 +254,52 @@ class SimulateTracker(CpuTracker):
 
     NAME, SOURCE = "simulate", "simulated"
 
-    def __init__(self, kernels: str = "cpu", twins: list | None = None):
+    def __init__(self, kernels: str = "cpu", twins: list | None = None, allocator: bool | None = None):
         """kernels: whose allocations the scans follow, "cpu" or "cuda" (the emulated hardware's).
         twins: (module, attribute, replacement) swapped in during trials; default
-        bench.memory.fake_kernels.TWINS[kernels] (allocation twins of the kernels and loops)."""
+        bench.memory.fake_kernels.TWINS[kernels] (allocation twins of the kernels and loops).
+        allocator: replay every allocation through a model of the CUDA caching allocator
+        (bench/memory/allocator.py), so a trial is an OOM when its *reserved* bytes would pass the
+        budget, as on a capped GPU, and the peak is the allocator's (block-rounded) allocated peak.
+        Default: on for kernels="cuda"."""
         from torch._subclasses.fake_tensor import FakeTensorMode
 
+        from bench.memory.allocator import CUBLAS_WORKSPACE, CachingAllocatorModel
         from bench.memory.fake_kernels import TWINS
 
         self.fake_mode = FakeTensorMode()
-        self._mode = _LiveBytes(skip_inplace=True)
+        use_allocator = kernels == "cuda" if allocator is None else allocator
+        self.allocator = CachingAllocatorModel(workspace_bytes=CUBLAS_WORKSPACE) if use_allocator else None
+        self._mode = _LiveBytes(skip_inplace=True, allocator=self.allocator)
         self.twins = TWINS[kernels] if twins is None else twins
+
+    def clean(self) -> None:
+        super().clean()
+        if self.allocator is not None:  # as the cuda tracker: empty_cache() between trials
+            self.allocator.empty_cache()
+
+    def live_bytes(self) -> int:
+        return self._mode.live if self.allocator is None else self.allocator.allocated
+
+    @contextmanager
+    def track(self, limit_bytes: int | None = None) -> Iterator[Measurement]:
+        if self.allocator is None:
+            with super().track(limit_bytes) as m:
+                yield m
+            return
+        # The budget caps the allocator's reserved bytes (set_per_process_memory_fraction); the
+        # peak is its allocated peak (max_memory_allocated), as the cuda tracker reads them.
+        self.clean()
+        self.allocator.cap, start = limit_bytes, self.allocator.allocated
+        self.allocator.reset_peak()
+        try:
+            with super().track(None) as m:
+                yield m
+        finally:
+            self.allocator.cap = None
+        m.start_bytes, m.peak_bytes = start, self.allocator.peak_allocated - start
+        if limit_bytes is not None and m.total_bytes > limit_bytes:
+            m.oom = True
 
     def build(self, make: Callable[[], object]) -> object:
         with self.fake_mode, torch.device("cpu"), _quiet():

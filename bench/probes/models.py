@@ -67,6 +67,27 @@ def matched_mlp_width(d_model: int, layers: int, vocab: int, tied: bool = True) 
     return max(8, 8 * round((target - base) / per_unit / 8))
 
 
+def init_for_training(model) -> None:
+    """The in-repo Mamba's random init is for speed and memory runs (std 0.02 everywhere, so the
+    SSM's inputs and gradients start ~1e-12, below AdamW's eps, and its mixers never train). Before
+    training it gets mamba_ssm's init instead (Mamba.__init__ and _init_weights): PyTorch's default
+    for in_proj, x_proj and conv1d, out_proj scaled by 1/sqrt(layers); embeddings, dt_proj, A and D
+    keep ours, which are mamba_ssm's. transformers models keep their own init (that of a model
+    trained from scratch)."""
+    if not isinstance(model, MambaLM):
+        return
+    with torch.no_grad():
+        for block in model.backbone.layers:
+            mixer = block.mixer
+            for layer in (mixer.in_proj, mixer.x_proj, mixer.conv1d, mixer.out_proj):
+                layer.reset_parameters()
+            mixer.out_proj.weight /= math.sqrt(model.config.num_hidden_layers)
+            if mixer.out_proj.bias is not None:
+                mixer.out_proj.bias.zero_()
+            if mixer.in_proj.bias is not None:
+                mixer.in_proj.bias.zero_()
+
+
 # ----------------------------------------------------------------------------- forward passes
 
 def eval_logits(model, input_ids: Tensor) -> Tensor:
@@ -104,17 +125,41 @@ def _mamba_training_forward(model: MambaLM, input_ids: Tensor) -> Tensor:
 
 
 def _scan(u: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> Tensor:
-    """y_t = <h_t, C_t>, h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t (models/ops/selective_scan.py's
-    reference, out of place so autograd can follow it). u, dt: (b, l, d); A: (d, n); B, C: (b, l, n)."""
+    """y_t = <h_t, C_t>, h_t = exp(dt_t A) h_{t-1} + dt_t B_t u_t, h_{-1} = 0 (models/ops/selective_scan.py's
+    recurrence). u, dt: (b, l, d); A: (d, n); B, C: (b, l, n). Differentiable."""
     decay = torch.exp(dt[..., None] * A)  # (b, l, d, n)
     inputs = (dt * u)[..., None] * B[:, :, None, :]  # (b, l, d, n)
-    # unbind, not indexing: each index's backward would write a zero tensor of the full size.
-    h = torch.zeros_like(inputs[:, 0])
-    states = []
-    for decay_t, input_t in zip(decay.unbind(1), inputs.unbind(1)):
-        h = decay_t * h + input_t
-        states.append(h)
-    return torch.einsum("bldn,bln->bld", torch.stack(states, dim=1), C)
+    return LinearScan.apply(decay, inputs, C)
+
+
+class LinearScan(torch.autograd.Function):
+    """y_t = <h_t, C_t> with h_t = decay_t * h_{t-1} + inputs_t: the recurrence runs in place, one
+    fused multiply-add per token each way, with a hand-written backward. (Written with autograd,
+    each token's ops are graph nodes of their own, and the step took about twice as long.)
+
+    Backward, with g_t = dL/dh_t: g_t = C_t dy_t + decay_{t+1} g_{t+1} (a reverse scan);
+    dL/dinputs_t = g_t; dL/ddecay_t = g_t h_{t-1}; dL/dC_t = sum over d of h_t dy_t."""
+
+    @staticmethod
+    def forward(ctx, decay: Tensor, inputs: Tensor, C: Tensor) -> Tensor:
+        states = inputs.clone()
+        steps, decays = states.unbind(1), decay.unbind(1)
+        for t in range(1, len(steps)):
+            steps[t].addcmul_(decays[t], steps[t - 1])
+        ctx.save_for_backward(decay, states, C)
+        return torch.matmul(states, C[..., None]).squeeze(-1)  # (b, l, d)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        decay, states, C = ctx.saved_tensors
+        grad = dy[..., None] * C[:, :, None, :]  # (b, l, d, n): C_t dy_t, then the reverse scan
+        steps, decays = grad.unbind(1), decay.unbind(1)
+        for t in range(len(steps) - 2, -1, -1):
+            steps[t].addcmul_(decays[t + 1], steps[t + 1])
+        d_decay = torch.zeros_like(decay)
+        d_decay[:, 1:] = grad[:, 1:] * states[:, :-1]
+        d_C = torch.matmul(dy[:, :, None, :], states).squeeze(2)  # (b, l, n)
+        return d_decay, grad, d_C
 
 
 def describe_architecture(arch: dict) -> str:

@@ -27,7 +27,7 @@ import torch
 
 from bench.backends.base import InvalidOutput
 from bench.contention import LoadMeter, contention_reason
-from bench.probes.models import architecture, describe_architecture, with_architecture
+from bench.probes.models import architecture, describe_architecture, init_for_training, with_architecture
 from bench.probes.tasks import TASKS, train_test
 from bench.probes.train import accuracy, train
 from bench.schema import RATIO, SECONDS, TOKENS_PER_S
@@ -49,6 +49,7 @@ def run(cfg, backend, out_dir) -> list[dict]:
     trained = type(backend)(model_cfg, backend.device, backend.dtype)
     torch.manual_seed(cfg.seed)
     trained.load()  # random weights, from the architecture above
+    init_for_training(trained.model)
     n_train = sc.train_examples or sc.steps * sc.batch_size
     (train_x, train_y), tests = train_test(task, sc.seq_len, n_train, sc.test_examples, cfg.seed, tuple(lengths))
 

@@ -1,0 +1,119 @@
+"""The model of PyTorch's CUDA caching allocator (bench/memory/allocator.py): its rounding and
+segment sizes, best fit and splitting, fragmentation under a cap, and the simulate tracker that
+replays a trace through it."""
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bench.memory.allocator import MB, AllocatorOOM, CachingAllocatorModel, round_size, segment_size
+from bench.memory.trackers import SimulateTracker
+
+
+def test_rounding_and_segment_sizes_follow_the_allocator_constants():
+    assert round_size(1) == 512 and round_size(512) == 512 and round_size(513) == 1024
+    assert segment_size(round_size(100)) == 2 * MB  # small pool: 2 MiB segments
+    assert segment_size(5 * MB) == 20 * MB  # 1-10 MiB: a 20 MiB segment, shared by later requests
+    assert segment_size(11 * MB + 1) == 12 * MB  # >= 10 MiB: rounded up to 2 MiB
+
+
+def test_small_requests_share_a_segment_and_count_their_rounded_size():
+    a = CachingAllocatorModel()
+    for key in range(4):
+        a.malloc(key, 1000)  # 1024 B each, carved from one 2 MiB segment
+    assert a.allocated == 4 * 1024 and a.reserved == 2 * MB
+    a.malloc("big", 3 * MB)  # a large request never comes from the small pool
+    assert a.reserved == 22 * MB and a.allocated == 4 * 1024 + 3 * MB
+
+
+def test_an_unsplit_remainder_stays_allocated():
+    a = CachingAllocatorModel()
+    a.malloc("x", 11 * MB)
+    a.free("x")
+    a.malloc("y", 11 * MB + 512)  # remainder < 1 MiB: the large pool does not split it off
+    assert a.allocated == 12 * MB and a.reserved == 12 * MB
+
+
+def test_fragmentation_makes_a_capped_allocator_fail_with_enough_free_bytes():
+    a = CachingAllocatorModel(cap=250 * MB)
+    a.malloc("x", 200 * MB)
+    a.free("x")  # cached: one free 200 MiB segment
+    a.malloc("p", 60 * MB)
+    a.malloc("q", 60 * MB)  # p | q | 80 free
+    a.free("p")  # 60 free | q | 80 free: 140 MiB free, but no 100 MiB block
+    assert a.allocated == 60 * MB and a.reserved == 200 * MB
+    with pytest.raises(AllocatorOOM):
+        a.malloc("r", 100 * MB)  # a new 100 MiB segment would pass the cap; nothing wholly free to drop
+    a.free("q")  # everything merges back into one free segment ...
+    a.malloc("r", 100 * MB)  # ... which best fit now splits
+    assert a.reserved == 200 * MB and a.allocated == 100 * MB
+
+
+def test_a_reservation_over_the_cap_first_releases_wholly_free_segments():
+    a = CachingAllocatorModel(cap=300 * MB)
+    a.malloc("x", 100 * MB)
+    a.malloc("y", 100 * MB)
+    a.free("x")
+    a.malloc("z", 180 * MB)  # 100 + 100 + 180 > 300: x's free segment is released, then it fits
+    assert a.reserved == 280 * MB and a.allocated == 280 * MB
+    a.empty_cache()
+    assert a.reserved == 280 * MB  # nothing wholly free left
+
+
+def test_the_workspace_is_taken_once():
+    a = CachingAllocatorModel(workspace_bytes=8 * MB)
+    a.take_workspace()
+    a.take_workspace()
+    assert a.allocated == 8 * MB
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 40 * MB)), min_size=1, max_size=60))
+def test_invariants_hold_over_any_trace(ops):
+    """Blocks tile their segments, no two free neighbours are left unmerged, and the counters are
+    the sums of what the blocks say."""
+    a = CachingAllocatorModel()
+    live = []
+    for i, (alloc, nbytes) in enumerate(ops):
+        if alloc or not live:
+            a.malloc(i, nbytes)
+            live.append(i)
+        else:
+            a.free(live.pop(nbytes % len(live)))
+        segments = {id(b.segment): b.segment for b in a._blocks.values()}
+        segments.update({id(b.segment): b.segment for pool in a._free.values() for _, _, b in pool})
+        allocated = 0
+        for seg in segments.values():
+            block, address = seg.head, seg.address
+            while block is not None:
+                assert block.address == address and block.segment is seg
+                if block.next is not None:
+                    assert not (not block.allocated and not block.next.allocated), "free neighbours unmerged"
+                allocated += block.size if block.allocated else 0
+                address += block.size
+                block = block.next
+            assert address == seg.address + seg.size
+        assert allocated == a.allocated <= a.reserved == sum(s.size for s in segments.values())
+
+
+def test_the_cuda_simulation_replays_through_the_allocator():
+    """kernels=cuda: a trial's peak is the allocator's (block-rounded) allocated peak, and the
+    budget caps its reserved bytes."""
+    sim = SimulateTracker(kernels="cuda")
+    assert sim.allocator is not None and SimulateTracker(kernels="cpu").allocator is None
+    with sim.track(limit_bytes=2**30) as m:
+        kept = [torch.empty(MB + 1, dtype=torch.uint8) for _ in range(50)]
+    # 1 MiB + 512 B blocks from 20 MiB segments: the 19th of each takes the rest of its segment
+    # (under 1 MiB is not split off), so two full segments add 20 MiB - 19 blocks each
+    rest = 20 * MB - 19 * (MB + 512)
+    assert not m.oom and m.peak_bytes == 50 * (MB + 512) + 2 * rest and sim.allocator.reserved == 60 * MB
+    del kept
+    with sim.track(limit_bytes=100 * MB) as m:
+        # live bytes stay under 100 MiB, but each 60 MiB request wants a new segment after the
+        # 30 MiB block it cannot use: 30 + 60 + 60 > 100 reserved
+        a = torch.empty(30 * MB, dtype=torch.uint8)
+        b = torch.empty(60 * MB, dtype=torch.uint8)
+        del a
+        c = torch.empty(60 * MB, dtype=torch.uint8)  # noqa: F841
+    assert m.oom and "allocator" in m.error

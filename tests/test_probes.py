@@ -1,0 +1,216 @@
+"""The probe scenario: task generators, the matched models, training, saved weights."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from bench.backends import get_backend_class
+from bench.config import ConfigError, register_configs
+from bench.device import DTYPES
+from bench.probes import models, tasks
+from bench.probes.train import accuracy, train
+from bench.schema import PROBE_TASKS
+from bench.scenarios import probe
+from models.mamba import MambaConfig, MambaLM
+
+CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
+register_configs()
+IGNORE = tasks.IGNORE
+
+
+def load(overrides=()):
+    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
+        return OmegaConf.to_object(compose(config_name="config", overrides=["scenario=probe", *overrides]))
+
+
+# ----------------------------------------------------------------------------- the tasks
+
+def solve_mqar(row: torch.Tensor, pairs: int) -> dict[int, int]:
+    """The answers by the rule: each key in the query region gets the value it was paired with."""
+    table = {int(row[i]): int(row[i + 1]) for i in range(0, 2 * pairs, 2)}
+    return {p: table[int(row[p])] for p in range(2 * pairs, len(row)) if int(row[p]) != 0}
+
+
+def solve_selective_copying(row: torch.Tensor, vocab: int) -> dict[int, int]:
+    markers = [p for p in range(len(row)) if int(row[p]) == vocab - 1]
+    data = [int(t) for t in row[:markers[0]] if int(t) != 0]
+    return dict(zip(markers, data))
+
+
+def solve_induction(row: torch.Tensor, vocab: int) -> dict[int, int]:
+    first = [p for p in range(len(row) - 1) if int(row[p]) == vocab - 1]
+    assert len(first) == 1 and int(row[-1]) == vocab - 1
+    return {len(row) - 1: int(row[first[0] + 1])}
+
+
+@pytest.mark.parametrize("name,seq_len", [("mqar", 64), ("mqar", 128), ("selective_copying", 64),
+                                          ("induction_heads", 64), ("induction_heads", 256)])
+def test_answers_follow_from_the_inputs(name, seq_len):
+    task = tasks.TASKS[name]
+    inputs, targets = task.generate(100, seq_len, seed=3)
+    assert inputs.shape == targets.shape == (100, seq_len)
+    assert int(inputs.min()) >= 0 and int(inputs.max()) < task.vocab
+    for row, target in zip(inputs, targets):
+        if name == "mqar":
+            answers = solve_mqar(row, seq_len // 16)
+            assert len(answers) == seq_len // 16  # every key asked once
+        elif name == "selective_copying":
+            answers = solve_selective_copying(row, task.vocab)
+            assert len(answers) == 8
+        else:
+            answers = solve_induction(row, task.vocab)
+        asked = {p: int(target[p]) for p in range(seq_len) if int(target[p]) != IGNORE}
+        assert asked == answers
+
+
+def test_tasks_are_seeded_and_listed_once():
+    assert tuple(tasks.TASKS) == PROBE_TASKS
+    task = tasks.TASKS["mqar"]
+    assert torch.equal(task.generate(8, 64, 1)[0], task.generate(8, 64, 1)[0])
+    assert not torch.equal(task.generate(8, 64, 1)[0], task.generate(8, 64, 2)[0])
+
+
+@pytest.mark.parametrize("name", PROBE_TASKS)
+def test_test_set_is_held_out(name):
+    task = tasks.TASKS[name]
+    (train_x, _), tests = tasks.train_test(task, 64, 2000, 300, seed=0, test_lengths=(128,))
+    assert set(tests) == {64, 128}
+    train_rows = tasks.row_digests(train_x)
+    assert not train_rows & tasks.row_digests(tests[64][0])
+    assert len(tests[64][0]) > 250  # held out, not emptied
+
+
+def test_held_out_drops_sequences_seen_in_training():
+    inputs, targets = tasks.TASKS["induction_heads"].generate(10, 32, seed=5)
+    seen = tasks.row_digests(inputs[[2, 7]])
+    kept, kept_targets = tasks.held_out(inputs, targets, seen)
+    assert len(kept) == 8 and not tasks.row_digests(kept) & seen
+    assert torch.equal(kept_targets, targets[[0, 1, 3, 4, 5, 6, 8, 9]])
+
+
+# ----------------------------------------------------------------------------- the models
+
+@pytest.mark.parametrize("family", ["mamba", "falcon_mamba"])
+def test_training_forward_is_the_in_repo_forward(family):
+    torch.manual_seed(0)
+    model = MambaLM(MambaConfig(model_type=family, hidden_size=32, num_hidden_layers=2, vocab_size=64))
+    ids = torch.randint(0, 64, (3, 40))
+    expected = models.eval_logits(model, ids)
+    got = models.training_logits(model, ids)
+    assert got.requires_grad
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_scan_gradient():
+    shape = (2, 6, 3, 4)
+    decay = torch.rand(shape, dtype=torch.double, requires_grad=True)
+    inputs = torch.randn(shape, dtype=torch.double, requires_grad=True)
+    C = torch.randn(2, 6, 4, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(models.LinearScan.apply, (decay, inputs, C))
+
+
+@pytest.mark.parametrize("d_model", [64, 128])
+@pytest.mark.parametrize("name", PROBE_TASKS)
+@pytest.mark.parametrize("other", ["probe_llama", "probe_mistral"])
+def test_parameter_counts_match_within_ten_percent(name, d_model, other):
+    counts = {}
+    for model in ("probe_mamba", other):
+        cfg = load([f"model={model}", f"scenario.task={name}", f"scenario.d_model={d_model}"])
+        built = build(cfg)
+        counts[model] = sum(p.numel() for p in built.model.parameters())
+        assert built.num_params() == counts[model]
+    assert models.param_ratio(*counts.values()) <= 1.10, counts
+
+
+def build(cfg):
+    task = tasks.TASKS[cfg.scenario.task]
+    arch = models.architecture(cfg.model, cfg.scenario.d_model, task.vocab, 4 * cfg.scenario.seq_len)
+    backend = get_backend_class(cfg.model.impl)(models.with_architecture(cfg.model, arch, task.vocab),
+                                                torch.device("cpu"), DTYPES[cfg.dtype])
+    backend.load()
+    models.init_for_training(backend.model)
+    return backend
+
+
+def test_the_scenario_owns_width_and_vocabulary():
+    cfg = load(["model=probe_llama", "+model.architecture.hidden_size=32"])
+    with pytest.raises(ConfigError, match="model.architecture.hidden_size"):
+        models.architecture(cfg.model, 64, 16, 64)
+
+
+@pytest.mark.parametrize("override,message", [
+    (["scenario.task=copying"], "scenario.task: 'copying' is not one of"),
+    (["scenario.lr=0"], "scenario.lr: must be > 0"),
+    (["scenario.extrapolate=[1]"], "scenario.extrapolate"),
+    (["model=probe_mamba", "dtype=bfloat16"], "dtype: 'bfloat16' is not one of ['float32']"),
+])
+def test_bad_settings_name_their_field(override, message):
+    with pytest.raises(Exception) as e:
+        load(override)
+    assert isinstance(e.value, ConfigError) or isinstance(e.value.__cause__, ConfigError)
+    assert message in str(e.value)
+
+
+# ----------------------------------------------------------------------------- training
+
+@pytest.mark.parametrize("model", ["probe_llama", "probe_mamba"])
+def test_a_short_training_run_lowers_the_loss(model):
+    cfg = load([f"model={model}", "scenario.task=mqar", "scenario.d_model=32", "scenario.seq_len=32"])
+    backend = build(cfg)
+    task = tasks.TASKS["mqar"]
+    inputs, targets = task.generate(16 * 100, 32, seed=0)
+    result = train(backend.model, inputs, targets, steps=100, batch_size=16, lr=3e-3, weight_decay=0.1,
+                   warmup_steps=10, seed=0, progress=False)
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
+    assert last < first - 0.2, (first, last)  # ln(256) = 5.55 at the start
+    assert result.tokens == 100 * 16 * 32 and result.seconds > 0
+
+
+def test_the_mamba_trains_from_mamba_ssm_init():
+    """The in-repo init (std 0.02 everywhere) leaves the SSM's gradients below AdamW's eps; the
+    training init gives every mixer parameter a usable gradient."""
+    cfg = load(["model=probe_mamba", "scenario.d_model=32"])
+    model = build(cfg).model
+    ids = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
+    models.training_logits(model, ids).logsumexp(-1).mean().backward()
+    for name, p in model.named_parameters():
+        if ".mixer." in name:
+            assert p.grad.abs().max() > 1e-7, name
+
+
+def test_the_job_saves_weights_that_reload_to_the_same_accuracy(tmp_path):
+    """The whole scenario on a tiny run: rows, the weights directory, and a strict reload through
+    the backend (model.weights=pretrained) that scores exactly what the job recorded."""
+    cfg = load(["model=probe_mamba", "scenario.task=induction_heads", "scenario.seq_len=32", "scenario.d_model=32",
+                "scenario.steps=15", "scenario.test_examples=64", "scenario.extrapolate=[2]",
+                "scenario.progress=false"])
+    backend = get_backend_class(cfg.model.impl)(cfg.model, torch.device("cpu"), DTYPES[cfg.dtype])
+    rows = pd.DataFrame(probe.run(cfg, backend, tmp_path))
+    acc = rows[rows["metric"] == "accuracy"].set_index("test_len")
+    assert list(acc.index) == [32, 64]
+    assert (acc["value"] == acc["reloaded_accuracy"]).all()
+    assert set(rows["metric"]) == {"accuracy", "train_loss", "train_time", "train_throughput"}
+    assert rows["params"].nunique() == 1 and rows["params"].iloc[0] > 0
+
+    # Reloaded again, from outside the job, as another scenario would load it.
+    weights = tmp_path / probe.WEIGHTS
+    assert (weights / "model.safetensors").is_file()
+    reload = load(["model=probe_mamba", "model.weights=pretrained", f"model.path={weights}", "model.vocab_size=16",
+                   "model.match_vocab=false"])
+    again = get_backend_class(reload.model.impl)(reload.model, torch.device("cpu"), torch.float32)
+    again.load()
+    _, tests = tasks.train_test(tasks.TASKS["induction_heads"], 32, 15 * cfg.scenario.batch_size, 64, cfg.seed, (64,))
+    for length, test in tests.items():
+        assert accuracy(again.model, *test)[0] == acc.loc[length, "value"]
+
+
+def test_a_changed_score_after_reload_is_invalid():
+    from bench.backends.base import InvalidOutput
+
+    probe.check_reload({64: 0.5}, {64: 0.5})
+    with pytest.raises(InvalidOutput, match="reloaded weights score"):
+        probe.check_reload({64: 0.5}, {64: 0.49})
