@@ -285,3 +285,30 @@ def test_math_exact_match_scores_in_this_venv():
     assert importlib.metadata.version("antlr4-python3-runtime").startswith("4.9")
     assert utils.process_results(doc, [right])["exact_match"] == 1
     assert utils.process_results(doc, [wrong])["exact_match"] == 0
+
+
+def test_punkt_tables_written_for_nltk(tmp_path, monkeypatch):
+    """The converted model's tables, written as punkt_tab files, are read by NLTK's own Punkt: an
+    abbreviation does not end a sentence. Before they exist, the message names the file."""
+    import bench.data
+    from bench.evals import lm_eval_punkt
+
+    monkeypatch.setattr(bench.data, "DATA_DIR", tmp_path)
+    assert str(tmp_path / "nltk_data" / "tokenizers" / "punkt_tab" / "english") in lm_eval_punkt.missing()
+    source = '''ABBREV_TYPES = frozenset(('dr','p.m'))
+SENT_STARTERS = frozenset(('he',))
+COLLOCATIONS = frozenset((('##number##','review'),))
+NUMERIC_ABBREV_TYPES = frozenset((
+))
+ORTHO_CONTEXT = {'he':2,'smith':4}
+'''
+    lm_eval_punkt.write(lm_eval_punkt._tables(source), lm_eval_punkt.model_dir())
+    assert lm_eval_punkt.missing() is None
+    import nltk
+    from nltk.tokenize import PunktTokenizer
+
+    monkeypatch.setattr(nltk.data, "path", list(nltk.data.path))  # use() prepends data/nltk_data
+    lm_eval_punkt.use()
+    tokenizer = PunktTokenizer("english")  # NLTK's own lookup and reader of tokenizers/punkt_tab/english
+    assert tokenizer._params.abbrev_types == {"dr", "p.m"} and tokenizer._params.ortho_context == {"he": 2, "smith": 4}
+    assert tokenizer.tokenize("Dr. Smith left. He came back.") == ["Dr. Smith left.", "He came back."]
