@@ -161,3 +161,58 @@ def test_random_weights_score_chance(tmp_path):
     em = sum(e["metrics"]["em"] for e in entries) / len(entries)
     assert em <= _interval([0.25] * len(entries))[1]
 
+
+
+def test_missing_v1_data_is_skipped_with_its_file(tmp_path):
+    """A v1 task whose scored split is not on disk is skipped with one line naming the file to provide."""
+    from bench.evals.lighteval_runner import _data_root, _layout_v1
+
+    with _data_root(tmp_path):  # an empty data root: nothing built
+        plan, rules, skipped = _layout_v1(tmp_path / "out", ["truthfulqa", "arc"])
+    assert plan == [] and rules == {}
+    assert set(skipped) == {"truthfulqa", "arc"}
+    assert "truthfulqa__truthful_qa/multiple_choice/validation.parquet" in skipped["truthfulqa"]
+    assert "Hugging Face Hub" in skipped["truthfulqa"]  # cannot be built offline: says where it comes from
+    assert "make data" in skipped["arc"] and "\n" not in skipped["arc"]
+
+
+def test_v1_rules():
+    assert set(V1_RULES) == {"arc", "hellaswag", "mmlu", "truthfulqa", "winogrande", "gsm8k"}
+    assert {t: r.fewshot for t, r in V1_TASKS.items()} == {"arc": 25, "hellaswag": 10, "mmlu": 5, "truthfulqa": 0,
+                                                            "winogrande": 5, "gsm8k": 5}
+    assert len(V1_RULES["mmlu"].subtasks) == 57
+    assert all(n is None for r in V1_RULES.values() for _, n in r.subtasks.values())  # v1: raw x 100
+
+
+@pytest.mark.lighteval
+def test_v1_configs_are_the_engines_own():
+    """In .venv-lighteval: each v1 task's config is lighteval's registry config with only its data
+    location changed (prompt function, shots selection, generation, splits scored, metrics kept;
+    acc_norm added where the engine scores a bare loglikelihood accuracy)."""
+    import subprocess
+
+    from bench.evals.lighteval_runner import ROOT, ensure_venv
+
+    names = {t: list(v.subtasks.values())[:2] for t, v in V1_TASKS.items()}
+    script = f"""
+import dataclasses, sys
+sys.path.insert(0, {str(ROOT / 'bench' / 'evals')!r})
+from lighteval_tasks import engine_config, engine_task
+for task, (module, names, split) in {({t: (v.module, names[t], v.eval_split) for t, v in V1_TASKS.items()})!r}.items():
+    for name in names:
+        cfg = engine_config(module, name)
+        assert cfg.evaluation_splits == (split,), (name, cfg.evaluation_splits)
+        local = engine_task(module, name, "/nowhere", [split], "counted")
+        changed = [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) != getattr(local, f.name)]
+        assert set(changed) <= {{"hf_repo", "hf_avail_splits", "few_shots_split", "metrics"}}, (name, changed)
+        assert local.prompt_function is cfg.prompt_function and local.hf_subset == cfg.hf_subset
+        assert local.metrics[:len(cfg.metrics)] == cfg.metrics
+        extra = [m.metric_name for m in local.metrics[len(cfg.metrics):]]
+        assert extra == (["acc_norm"] if [m.metric_name for m in cfg.metrics] == ["acc"] else []), (name, extra)
+        print(name, [m.metric_name for m in local.metrics])
+"""
+    proc = subprocess.run([str(ensure_venv()), "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    assert "arc:challenge ['acc', 'acc_norm']" in out and "winogrande ['acc', 'acc_norm']" in out
+    assert "hellaswag ['em']" in out and "mmlu:abstract_algebra ['em']" in out and "gsm8k ['extractive_match']" in out
