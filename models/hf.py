@@ -24,7 +24,8 @@ one on their unpadded tokens; their padded positions get logits of 0.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import types
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +33,8 @@ from torch import Tensor
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationMixin, PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from models.mamba import WRAPPER_MODEL_TYPE, MambaCache, MambaConfig, MambaLM
+from models.loading import WRAPPER_MODEL_TYPE
+from models.mamba import MambaCache, MambaConfig, MambaLM
 
 MODEL_TYPE = WRAPPER_MODEL_TYPE
 
@@ -46,34 +48,8 @@ class CausalLMOutput(ModelOutput):
     cache: MambaCache | None = None
 
 
-class SsmBenchMambaConfig(PreTrainedConfig):
-    """transformers 5 configs are dataclasses: the fields below mirror `MambaConfig`'s."""
-
-    model_type = MODEL_TYPE
-
-    variant: str = "mamba"  # MambaConfig.model_type: "mamba" or "falcon_mamba"
-    vocab_size: int = 1024
-    hidden_size: int = 64
-    num_hidden_layers: int = 2
-    state_size: int = 16
-    conv_kernel: int = 4
-    intermediate_size: int | None = None
-    time_step_rank: int | str = "auto"
-    use_bias: bool = False
-    use_conv_bias: bool = True
-    tie_word_embeddings: bool = True
-    layer_norm_epsilon: float = 1e-5
-    mixer_rms_eps: float | None = None
-    residual_in_fp32: bool = True
-    initializer_range: float = 0.02
-    time_step_min: float = 0.001
-    time_step_max: float = 0.1
-    time_step_floor: float = 1e-4
-    scan_chunk_size: int = 64
-    use_cache: bool = True  # generate carries the SSM state (module docstring)
-    pad_token_id: int | None = None
-    bos_token_id: int | None = None
-    eos_token_id: int | list[int] | None = None
+class _SsmBenchMambaConfigMethods:
+    """SsmBenchMambaConfig's methods (its fields are made below, from MambaConfig's)."""
 
     def __post_init__(self, **kwargs):
         # Validate and fill the derived sizes once, through MambaConfig's own rules.
@@ -84,13 +60,42 @@ class SsmBenchMambaConfig(PreTrainedConfig):
         super().__post_init__(**kwargs)
 
     def to_mamba_config(self) -> MambaConfig:
-        names = [n for n in MambaConfig.__dataclass_fields__ if n != "model_type"]
-        return MambaConfig(model_type=self.variant, **{n: getattr(self, n) for n in names})
+        return MambaConfig(**{name: getattr(self, _wrapper_name(name)) for name in _MAMBA_FIELDS})
 
     @classmethod
     def from_mamba_config(cls, config: MambaConfig, **kwargs) -> "SsmBenchMambaConfig":
-        fields = config.to_dict()
-        return cls(variant=fields.pop("model_type"), **fields, **kwargs)
+        return cls(**{_wrapper_name(name): value for name, value in config.to_dict().items()}, **kwargs)
+
+
+_MAMBA_FIELDS = [f.name for f in fields(MambaConfig)]
+# The wrapper's own fields, after MambaConfig's: generate() carries the SSM state (module docstring);
+# the special tokens a tokenizer may set.
+_WRAPPER_FIELDS = {"use_cache": ("bool", True), "pad_token_id": ("int | None", None),
+                   "bos_token_id": ("int | None", None), "eos_token_id": ("int | list[int] | None", None)}
+
+
+def _wrapper_name(name: str) -> str:
+    # model_type names the config class in transformers; MambaConfig's goes in `variant`.
+    return "variant" if name == "model_type" else name
+
+
+def _config_body(namespace: dict) -> None:
+    """SsmBenchMambaConfig's class body: MambaConfig's fields, each an annotated class attribute
+    with its default, as transformers 5 wants them (it makes every config class a dataclass of
+    its annotated attributes, in PreTrainedConfig.__init_subclass__). Generated, so the two
+    cannot drift apart."""
+    annotations = {}
+    for f in fields(MambaConfig):
+        annotations[_wrapper_name(f.name)], namespace[_wrapper_name(f.name)] = f.type, f.default
+    for name, (annotation, default) in _WRAPPER_FIELDS.items():
+        annotations[name], namespace[name] = annotation, default
+    namespace.update(__annotations__=annotations, __module__=__name__, __qualname__="SsmBenchMambaConfig",
+                     __doc__="MambaConfig's fields (model_type as `variant`) as a transformers config.",
+                     model_type=MODEL_TYPE)
+
+
+SsmBenchMambaConfig = types.new_class("SsmBenchMambaConfig", (_SsmBenchMambaConfigMethods, PreTrainedConfig),
+                                      exec_body=_config_body)
 
 
 class SsmBenchMambaForCausalLM(PreTrainedModel, GenerationMixin):
@@ -196,6 +201,19 @@ def to_hf(model: MambaLM) -> SsmBenchMambaForCausalLM:
     """Wrap a MambaLM without copying: the wrapper shares its parameters."""
     config = SsmBenchMambaConfig.from_mamba_config(model.config)
     return SsmBenchMambaForCausalLM(config, mamba=model).eval()
+
+
+# MambaConfig's fields that transformers' MambaConfig / FalconMambaConfig have no counterpart for.
+NOT_IN_TRANSFORMERS = ("model_type", "scan_chunk_size")
+
+
+def transformers_config(config: MambaConfig, config_cls) -> PreTrainedConfig:
+    """transformers' own config (config_cls: its MambaConfig or FalconMambaConfig, per
+    config.model_type) with `config`'s architecture, so that its model takes our state dict. The
+    field names are the same by design; theirs derive intermediate_size from `expand` unless it is
+    given, and ours always is. Unset ones (mixer_rms_eps of plain Mamba) keep their defaults."""
+    return config_cls(**{name: value for name, value in config.to_dict().items()
+                         if name not in NOT_IN_TRANSFORMERS and value is not None})
 
 
 AutoConfig.register(MODEL_TYPE, SsmBenchMambaConfig, exist_ok=True)

@@ -11,13 +11,17 @@ checkpoint is never allocated twice.
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
-from models.mamba import MambaConfig
+from models.mamba import MODEL_TYPES, MambaConfig
 
+# config.json's model_type for models/hf.py's wrapper (its save_pretrained output); the flavour,
+# one of MODEL_TYPES, is in its `variant` field.
+WRAPPER_MODEL_TYPE = "ssm_bench_mamba"
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
 # Old names -> ours (ours follow transformers' checkpoints).
@@ -52,9 +56,44 @@ def read_config_json(path: str | Path) -> dict:
 def read_config(path: str | Path) -> MambaConfig:
     raw = read_config_json(path)
     try:
-        return MambaConfig.from_dict(raw)
+        return config_from_dict(raw)
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{Path(path) / 'config.json'}: {e}") from None
+
+
+def config_from_dict(config: dict) -> MambaConfig:
+    """From a config.json: transformers' Mamba/FalconMamba format, the original mamba_ssm one,
+    or models/hf.py's wrapper (WRAPPER_MODEL_TYPE, the same fields as MambaConfig's)."""
+    config = dict(config)
+    if config.get("model_type") == WRAPPER_MODEL_TYPE:
+        config["model_type"] = config.get("variant", "mamba")
+    if "d_model" in config:  # mamba_ssm's MambaConfig: d_model, n_layer, ssm_cfg, ...
+        ssm = config.get("ssm_cfg") or {}
+        vocab, multiple = config["vocab_size"], config.get("pad_vocab_size_multiple", 8)
+        config = dict(
+            model_type="mamba",
+            hidden_size=config["d_model"],
+            num_hidden_layers=config["n_layer"],
+            vocab_size=vocab + (-vocab % multiple),
+            state_size=ssm.get("d_state", 16),
+            conv_kernel=ssm.get("d_conv", 4),
+            intermediate_size=ssm.get("expand", 2) * config["d_model"],
+            time_step_rank=ssm.get("dt_rank", "auto"),
+            use_bias=ssm.get("bias", False),
+            use_conv_bias=ssm.get("conv_bias", True),
+            tie_word_embeddings=config.get("tie_embeddings", True),
+            residual_in_fp32=config.get("residual_in_fp32", True),
+        )
+    model_type = config.get("model_type", "mamba")
+    if model_type not in MODEL_TYPES:
+        raise ValueError(f"config.json has model_type {model_type!r}; expected one of {MODEL_TYPES}")
+    if config.get("intermediate_size") is None and "expand" in config:
+        config["intermediate_size"] = config["expand"] * config["hidden_size"]
+    known = {f.name for f in fields(MambaConfig)}
+    kwargs = {k: v for k, v in config.items() if k in known}
+    if model_type == "mamba":
+        kwargs.pop("mixer_rms_eps", None)
+    return MambaConfig(**kwargs)
 
 
 def tensor_mismatch_error(path, missing=(), unexpected=(), mismatched=()) -> CheckpointError | None:

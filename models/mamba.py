@@ -26,7 +26,7 @@ default so does the residual stream (residual_in_fp32), as in mamba_ssm and tran
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn as nn
@@ -37,9 +37,6 @@ from models.ops import scan_backend
 from models.ops.selective_scan import dt_proj_softplus
 
 MODEL_TYPES = ("mamba", "falcon_mamba")
-# config.json's model_type for models/hf.py's wrapper (its save_pretrained output); the flavour,
-# one of MODEL_TYPES, is in its `variant` field.
-WRAPPER_MODEL_TYPE = "ssm_bench_mamba"
 
 
 @dataclass
@@ -87,41 +84,6 @@ class MambaConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-    @classmethod
-    def from_dict(cls, config: dict) -> "MambaConfig":
-        """From a config.json: transformers' Mamba/FalconMamba format, the original mamba_ssm one,
-        or models/hf.py's wrapper (WRAPPER_MODEL_TYPE, the same fields as ours)."""
-        config = dict(config)
-        if config.get("model_type") == WRAPPER_MODEL_TYPE:
-            config["model_type"] = config.get("variant", "mamba")
-        if "d_model" in config:  # mamba_ssm's MambaConfig: d_model, n_layer, ssm_cfg, ...
-            ssm = config.get("ssm_cfg") or {}
-            vocab, multiple = config["vocab_size"], config.get("pad_vocab_size_multiple", 8)
-            config = dict(
-                model_type="mamba",
-                hidden_size=config["d_model"],
-                num_hidden_layers=config["n_layer"],
-                vocab_size=vocab + (-vocab % multiple),
-                state_size=ssm.get("d_state", 16),
-                conv_kernel=ssm.get("d_conv", 4),
-                intermediate_size=ssm.get("expand", 2) * config["d_model"],
-                time_step_rank=ssm.get("dt_rank", "auto"),
-                use_bias=ssm.get("bias", False),
-                use_conv_bias=ssm.get("conv_bias", True),
-                tie_word_embeddings=config.get("tie_embeddings", True),
-                residual_in_fp32=config.get("residual_in_fp32", True),
-            )
-        model_type = config.get("model_type", "mamba")
-        if model_type not in MODEL_TYPES:
-            raise ValueError(f"config.json has model_type {model_type!r}; expected one of {MODEL_TYPES}")
-        if config.get("intermediate_size") is None and "expand" in config:
-            config["intermediate_size"] = config["expand"] * config["hidden_size"]
-        known = {f.name for f in fields(cls)}
-        kwargs = {k: v for k, v in config.items() if k in known}
-        if model_type == "mamba":
-            kwargs.pop("mixer_rms_eps", None)
-        return cls(**kwargs)
 
     def to_dict(self) -> dict:
         return asdict(self)

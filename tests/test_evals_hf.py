@@ -80,3 +80,16 @@ def test_loss_with_labels(mamba):
     logits = mamba(x)
     expected = torch.nn.functional.cross_entropy(logits[0, :-1], x[0, 1:])
     torch.testing.assert_close(out.loss, expected)
+
+
+def test_wrapper_config_has_every_mamba_config_field_with_its_default():
+    """SsmBenchMambaConfig's fields are generated from MambaConfig's (model_type as `variant`)."""
+    import dataclasses
+
+    wrapper = {f.name: f.default for f in dataclasses.fields(SsmBenchMambaConfig)}
+    for f in dataclasses.fields(MambaConfig):
+        assert wrapper["variant" if f.name == "model_type" else f.name] == f.default
+    config = MambaConfig(model_type="falcon_mamba", hidden_size=48, state_size=8, scan_chunk_size=16)
+    assert SsmBenchMambaConfig.from_mamba_config(config).to_mamba_config() == config
+    with pytest.raises(ValueError, match="hidden_size"):
+        SsmBenchMambaConfig(hidden_size=0)

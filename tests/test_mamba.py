@@ -71,6 +71,36 @@ def test_hf_config_fields_map(hf_pair):
     assert ours.num_params() == sum(p.numel() for p in ours.parameters())
 
 
+@pytest.mark.parametrize("model_type,config_cls", [("mamba", HFMambaConfig), ("falcon_mamba", FalconMambaConfig)])
+def test_transformers_config_names_only_their_fields(model_type, config_cls):
+    """Every field transformers_config passes is one of theirs (intermediate_size: their override of
+    expand * hidden_size), so a renamed or dropped field fails here rather than becoming a stray
+    attribute; every other MambaConfig field is named in NOT_IN_TRANSFORMERS."""
+    import dataclasses
+
+    from models.hf import NOT_IN_TRANSFORMERS, transformers_config
+
+    ours = MambaConfig(model_type=model_type, hidden_size=40, intermediate_size=120, time_step_rank=7)
+    theirs = transformers_config(ours, config_cls)
+    their_fields = {f.name for f in dataclasses.fields(config_cls)} | {"intermediate_size"}
+    passed = {k for k, v in ours.to_dict().items() if k not in NOT_IN_TRANSFORMERS and v is not None}
+    assert passed <= their_fields, f"not fields of {config_cls.__name__}: {sorted(passed - their_fields)}"
+    assert {k: getattr(theirs, k) for k in passed} == {k: getattr(ours, k) for k in passed}
+
+
+@pytest.mark.parametrize("model_type,tied", [("mamba", True), ("falcon_mamba", False)])
+def test_reference_model_takes_our_weights_and_agrees(model_type, tied):
+    """The implementation scenario's transformers twin: same config (models.hf.transformers_config),
+    our state dict, the same logits."""
+    from bench.scenarios.implementation import reference_model
+
+    model = _small(model_type, tie_word_embeddings=tied, intermediate_size=48, time_step_rank=3)
+    ids = torch.randint(0, 97, (2, 19))
+    with torch.no_grad():
+        expected, got = model(ids), reference_model(model)(ids, use_cache=False).logits
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
 def _small(model_type="falcon_mamba", **kw) -> MambaLM:
     torch.manual_seed(1)
     cfg = MambaConfig(model_type=model_type, vocab_size=97, hidden_size=32, num_hidden_layers=2,

@@ -25,8 +25,7 @@ from torch import Tensor
 from bench.backends.base import Backend
 from bench.device import synchronize
 from bench.schema import SECONDS, TOKENS_PER_S
-from models.loading import CheckpointError, read_config_json, tensor_mismatch_error
-from models.mamba import WRAPPER_MODEL_TYPE
+from models.loading import WRAPPER_MODEL_TYPE, CheckpointError, read_config_json, tensor_mismatch_error
 
 # family -> (config class, causal-LM class)
 CLASSES = {

@@ -19,13 +19,11 @@ import time
 import torch
 import transformers
 
-from bench.backends.transformers import TransformersBackend
+from bench.backends.transformers import CLASSES, TransformersBackend
 from bench.device import synchronize
 from bench.memory.trackers import make_tracker
 from bench.schema import BYTES, RATIO, TOKENS_PER_S
-
-REFERENCE_CLASSES = {"falcon_mamba": ("FalconMambaConfig", "FalconMambaForCausalLM"),
-                     "mamba": ("MambaConfig", "MambaForCausalLM")}
+from models.hf import transformers_config
 
 
 def run(cfg, backend, out_dir=None) -> list[dict]:
@@ -51,7 +49,7 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
 
     for impl, which in (("ssm_bench", backend), ("transformers", reference)):
         logits, state = which.prefill(prompt)  # the timed prompt gives finite outputs (checked untimed)
-        backend.check_outputs(logits, state, where=f"{impl}'s prefill of the timed prompt")
+        which.check_outputs(logits, state, where=f"{impl}'s prefill of the timed prompt")
         del logits, state
         prefill = _median_rate(lambda: which.prefill(prompt, logits_to_keep=0), sc.prompt_len * sc.batch_size,
                                sc.warmup, sc.repeats, backend.device)
@@ -77,14 +75,8 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
 def reference_model(model) -> torch.nn.Module:
     """transformers' own implementation with the in-repo model's config and weights."""
     cfg = model.config
-    config_cls, model_cls = (getattr(transformers, name) for name in REFERENCE_CLASSES[cfg.model_type])
-    extra = {"mixer_rms_eps": cfg.mixer_rms_eps} if cfg.model_type == "falcon_mamba" else {}
-    config = config_cls(vocab_size=cfg.vocab_size, hidden_size=cfg.hidden_size, state_size=cfg.state_size,
-                        num_hidden_layers=cfg.num_hidden_layers, conv_kernel=cfg.conv_kernel,
-                        intermediate_size=cfg.intermediate_size, time_step_rank=cfg.time_step_rank,
-                        use_bias=cfg.use_bias, use_conv_bias=cfg.use_conv_bias,
-                        tie_word_embeddings=cfg.tie_word_embeddings, layer_norm_epsilon=cfg.layer_norm_epsilon,
-                        residual_in_fp32=cfg.residual_in_fp32, **extra)
+    config_cls, model_cls = (getattr(transformers, name) for name in CLASSES[cfg.model_type])
+    config = transformers_config(cfg, config_cls)
     dtype = model.lm_head.weight.dtype
     with torch.device("meta"):
         reference = model_cls(config)
