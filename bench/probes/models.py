@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bench.config import ConfigError
 from models.mamba import MambaConfig, MambaLM, num_params, rms_normalize
 
 SCENARIO_SET = ("hidden_size", "vocab_size")  # the probe's to set, not the YAML's
@@ -32,8 +33,6 @@ def architecture(model_cfg, d_model: int, vocab: int, max_len: int) -> dict:
     given = dict(model_cfg.architecture)
     for name in SCENARIO_SET:
         if name in given:
-            from bench.config import ConfigError
-
             raise ConfigError(f"model.architecture.{name}: the probe scenario sets it (scenario.d_model, the task's "
                               "vocabulary); remove it from the model config")
     if model_cfg.family in ("mamba", "falcon_mamba"):
