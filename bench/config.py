@@ -408,9 +408,19 @@ class BenchConfig:
 
         if self.model.family not in VISION_FAMILIES:  # image classifiers name their impl (vision scenario)
             pairing.apply(self)  # model.impl and scenario.kv_cache as the pairing runs them
+        if getattr(self.scenario, "name", None) == "crosscheck" and self.pairing != "release":
+            raise ConfigError(f"pairing: the crosscheck scenario times ssm-bench's loop against optimum-benchmark, "
+                              f"which runs transformers' defaults (eager decode, dynamic cache): pairing=release, "
+                              f"not {self.pairing!r}")
         if getattr(self.scenario, "name", None) == "implementation" and self.model.impl != "ssm_bench":
             raise ConfigError(f"model.impl: the implementation scenario compares the in-repo Mamba "
                               f"(model.impl=ssm_bench) with transformers; got {self.model.impl!r}")
+        emulated = getattr(self.scenario, "emulate", None) or self.hardware
+        if (getattr(self.scenario, "measure", None) == "simulate" and self.model.arch == "ssm"
+                and self.model.impl == "transformers" and getattr(emulated, "kernels", "cpu") == "cuda"):
+            raise ConfigError("pairing: a simulation for a GPU (hardware.kernels=cuda) of transformers' FalconMamba would "
+                              "follow its CPU slow path (a Python loop per token, (b, d, l, n) float32 temporaries), "
+                              "not the CUDA kernels a GPU runs: use pairing=best (the in-repo Mamba, same shapes)")
         if (getattr(self.scenario, "name", None) == "vision") != (self.model.family in VISION_FAMILIES):
             raise ConfigError(f"model.family: the vision scenario runs {list(VISION_FAMILIES)} models, and only it "
                               f"does; got family {self.model.family!r} with scenario {self.scenario.name!r}")

@@ -11,7 +11,7 @@ from bench.schema import CROSSCHECK_TOOLS, MEASURED
 from tests.test_harness import load
 
 LOOP, GENERATE, OPTIMUM = CROSSCHECK_TOOLS
-FAST = ["scenario=crosscheck", "scenario.new_tokens=12", "scenario.window=4", "scenario.repeats=2",
+FAST = ["scenario=crosscheck", "pairing=release", "scenario.new_tokens=12", "scenario.window=4", "scenario.repeats=2",
         "scenario.warmup_tokens=2", "scenario.rounds=1", "scenario.progress=false", "isolate=false",
         "threads=2"]
 
@@ -42,8 +42,7 @@ def test_both_tools_measure_the_same_model(model, tmp_path):
     assert value(LOOP, "loop_drift") > 0
     overhead = value(f"{OPTIMUM}-{LOOP}", "decode_overhead")
     assert math.isclose(overhead, 1e3 / value(OPTIMUM, "decode_throughput") - 1e3 / value(LOOP, "decode_throughput"))
-    if model == "mamba_d64":  # optimum-benchmark drove the in-repo Mamba through its Auto registration
-        assert table["impl"].iloc[0] == "ssm_bench" and "cpu_c" in table["kernels"].iloc[0]
+    assert (table["impl"] == "transformers").all()  # pairing=release: transformers' own classes on both sides
 
 
 @pytest.mark.parametrize("override,message", [
@@ -54,6 +53,12 @@ def test_both_tools_measure_the_same_model(model, tmp_path):
 def test_impossible_settings_name_their_field(override, message):
     with pytest.raises(ConfigError, match=message):
         load(["scenario=crosscheck", override])
+
+
+def test_crosscheck_runs_what_optimum_benchmark_runs():
+    """optimum-benchmark runs transformers' defaults; pairing=best would compile our side only."""
+    with pytest.raises(ConfigError, match=r"^pairing: the crosscheck scenario .* pairing=release, not 'best'"):
+        load(["scenario=crosscheck", "pairing=best"])
 
 
 def test_report_shows_the_tools_side_by_side(tmp_path):

@@ -67,6 +67,8 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
         rows.append({"metric": "memory_ratio" if metric.endswith("bytes") else "speedup", "value": ratio,
                      "unit": RATIO, "impl": "ssm_bench", "of": metric})
     for row in rows:
+        # Two implementations of one architecture, both decoding eagerly: no pairing of architectures.
+        row.update(pairing=None, decode_path="eager")
         row.setdefault("source", "measured")
         row.setdefault("reference", f"transformers {transformers.__version__}")
     return rows
