@@ -108,9 +108,14 @@ notebook: $(STAMP)
 	  $(VENV)/bin/jupyter execute --inplace results/report/explore.ipynb
 
 # Both pairings (release: all through transformers; best: each side's fastest path), tiny and
-# small models of both architectures, on the CPU; then the report.
+# small models of both architectures, on the CPU: generation, the batch sweep to the largest batch
+# under a small budget (batch_smoke), sampled contexts up to 4096 beside the full mode (sampled_smoke);
+# then the report.
 bench-pairing: $(STAMP)
-	$(PY) -m bench experiment=pairing; status=$$?; $(PY) -m bench.report && exit $$status
+	$(PY) -m bench experiment=pairing; s1=$$?; \
+	$(PY) -m bench experiment=batch_smoke; s2=$$?; \
+	$(PY) -m bench experiment=sampled_smoke; s3=$$?; \
+	$(PY) -m bench.report && exit $$((s1 || s2 || s3))
 
 # The GPU checks (kernels, scan speed, decode with and without graphs, generation, max prompt
 # under a 24 GiB cap) as ordinary runs; then the report. On a CPU the CUDA-only jobs say why not.

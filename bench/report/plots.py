@@ -23,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
 from bench.report.rows import groups, label, legend_columns, recorded, series, shown_rows, text
-from bench.report import probes, vision
+from bench.report import batch, probes, vision
 from bench.report.tables import fmt_count
 
 # Bytes per parameter, for the weight bytes that a decode step must read (roofline).
@@ -183,11 +183,14 @@ def _generation_series(d: pd.DataFrame, metric: str) -> tuple[list[str], pd.Data
     med = m.groupby(cols + ["step"], dropna=False)["value"].median().reset_index()
     if "source" not in cols:  # one source for all the scenario's rows
         med["source"] = d["source"].iloc[0] if len(d) else None
+    if "mode" not in cols:  # one generation mode (full or sampled) for all of them
+        med["mode"] = d["mode"].iloc[0] if "mode" in d and len(d) else None
     return cols, med
 
 
 def _draw_series(ax, cols: list[str], med: pd.DataFrame, scale: float = 1.0) -> None:
-    """One line per series: the model's colour, a marker per series of that model, dotted when simulated.
+    """One line per series: the model's colour, a marker per series of that model, dotted when simulated;
+    sampled-context windows (mode sampled) are points without a line, larger, on the same axes.
     A line with the same values as one drawn before it would hide it: it is drawn dashed with hollow
     markers, and its legend entry says which line it lies on."""
     colors = model_colors(med["model"])
@@ -202,6 +205,8 @@ def _draw_series(ax, cols: list[str], med: pd.DataFrame, scale: float = 1.0) -> 
                       and np.allclose(prev.values, line.values, rtol=1e-3, equal_nan=True)), None)
         style = dict(ls=(0, (4, 3)), mfc="none", ms=6) if under else \
             dict(ls=SOURCE_STYLES.get(s["source"].iloc[0], "-"), ms=3)
+        if s["mode"].iloc[0] == "sampled":  # one window at each sampled context: nothing lies between
+            style.update(ls="none", ms=7)
         ax.plot(s["step"], s["value"] / scale, marker=MARKERS[n % len(MARKERS)], color=colors[values["model"]],
                 label=textwrap.fill(f"{name} (same values as {under})" if under else name, 90), **style)
         drawn.append((line, name))
@@ -421,6 +426,7 @@ PLOTS = {
     "vision_figure1": ("vision", vision.plot_figure1, ["throughput", "peak_memory"]),
     "probe_accuracy": ("probe", probes.plot_accuracy_vs_length, ["accuracy"]),
     "probe_extrapolation": ("probe", probes.plot_extrapolation, ["accuracy"]),
+    "batch": ("batch", batch.plot_batch, ["trial_peak_bytes", "generation_throughput", "decode_throughput"]),
 }
 
 

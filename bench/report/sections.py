@@ -18,7 +18,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 
-from bench.report import leaderboard, plots, probes, vision
+from bench.report import batch, leaderboard, plots, probes, vision
 from bench.report.findings import findings
 from bench.report.load import JOB_STATES, Collection
 from bench.report.rows import (FLAG, FLAG_NOTE, groups, key_cells, label, legend_columns, model_label, recorded,
@@ -35,6 +35,7 @@ SCENARIO_TITLES = {
     "leaderboard": "Leaderboard: task scores",
     "vision": vision.TITLE,
     "probe": probes.TITLE,
+    "batch": batch.TITLE,
 }
 # Row statuses other than ok: the section listing them and what it means for the tables.
 PROBLEMS = {
@@ -74,7 +75,8 @@ def build(collection: Collection, table: pd.DataFrame, figures: list[str],
     builders = {"generation": _generation, "crosscheck": _crosscheck, "implementation": _implementation,
                 "max_seq_len": _max_seq_len, "leaderboard": _leaderboard,
                 "vision": lambda d: Section(vision.TITLE, vision.section_items(d)),
-                "probe": lambda d: Section(probes.TITLE, probes.section_items(d))}
+                "probe": lambda d: Section(probes.TITLE, probes.section_items(d)),
+                "batch": lambda d: Section(batch.TITLE, batch.section_items(d))}
     present = list(dict.fromkeys(table["scenario"].dropna().astype(str)))
     for scenario in [s for s in SCENARIOS if s in present] + [s for s in present if s not in SCENARIOS]:
         d = shown_rows(table, scenario)
@@ -106,6 +108,7 @@ _CAPTIONS = {
     "vision_figure1": vision.CAPTION,
     "probe_accuracy": probes.LENGTH_CAPTION,
     "probe_extrapolation": probes.EXTRAPOLATION_CAPTION,
+    "batch": batch.CAPTION,
 }
 
 

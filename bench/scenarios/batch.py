@@ -12,9 +12,14 @@ After the Mamba paper's throughput figure: a random prompt of `prompt_len` token
        measure=simulate  fake tensors: the prefill, then the last decode step from a state of
                          prompt_len + new_tokens - 1 tokens (the state only grows, so the last
                          step is the decode's peak); memory only, 7B models on any machine
+   A search on live tensor bytes (cpu, simulate) decodes eagerly: a compiled decode step runs
+   kernels that no dispatch mode sees (torch.compile refuses to trace under one).
 2. Each batch of the sweep is then generated for real (cuda/cpu only) and timed: tokens/s over
    the whole generation (prefill included, as the paper times it: `generation_throughput`) and
    over the decode alone (`decode_throughput`), and the peak memory of the run, per batch.
+   Each batch gets its decode path first (on CUDA the pairing's graphs are captured for that
+   batch: a `compile_time` row) and one untimed generation (a compiled step recompiles for a
+   new batch there), then its repeats; `decode_path` is on every timed row.
 
 Rows carry their batch in `batch_size`; `max_batch` is the search's answer (verdict as
 max_seq_len's: bounded, weights_exceed_budget, exceeds_probe_cap).
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import contextlib
 import time
 
 import torch
@@ -76,6 +82,19 @@ def make_trial(backend, tracker: MemoryTracker, budget: int, sc):
                            state_bytes=math.nan if last.oom else state_bytes)
 
     return trial
+
+
+@contextlib.contextmanager
+def eager_decode(backend):
+    """Decode eagerly inside the block (a compiled step under a counting dispatch mode fails)."""
+    compiled = getattr(backend, "decode_path", None) == "compiled"
+    if compiled:
+        backend.decode_path = "eager"
+    try:
+        yield
+    finally:
+        if compiled:
+            backend.decode_path = "compiled"
 
 
 def _generate(backend, batch: int, sc, generator: torch.Generator | None = None):
@@ -133,13 +152,17 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
     tracker.clean()
     weights = tracker.live_bytes()
     state_label = "kv_cache" if backend.arch == "transformer" else "ssm_state"
-    result = search_max_len(make_trial(backend, tracker, budget, sc), budget, weights, 1, sc.max_batch, 2.0, 1,
-                            0.0, 3, state_label)
+    counted = sc.measure != "cuda"  # live bytes seen by a dispatch mode: eager decode only
+    with eager_decode(backend) if counted else contextlib.nullcontext():
+        result = search_max_len(make_trial(backend, tracker, budget, sc), budget, weights, 1, sc.max_batch, 2.0, 1,
+                                0.0, 3, state_label)
     common = {"prefill_mode": sc.prefill_mode, "chunk_size": sc.chunk_size if sc.prefill_mode == "sequential" else None,
               "prompt_len": sc.prompt_len, "measure": sc.measure, "budget_bytes": budget,
               "budget_hardware": hardware.name, "budget_capped_by_host": host_cap is not None and host_cap == budget}
     search = {**common, "source": tracker.SOURCE, "verdict": result.verdict, "limiting_factor": result.limiting_factor,
               "batch_size": None}  # the search's answer is about every batch
+    if counted and hasattr(backend, "decode_path"):
+        search["decode_path"] = "eager"  # as the search stepped
     rows = [{**search, "metric": "max_batch", "value": float(result.max_len), "unit": "sequences"},
             {**search, "metric": "peak_bytes_at_limit", "value": result.peak_bytes_at_limit, "unit": schema.BYTES}]
     rows += [{**search, "batch_size": t.length, "metric": "trial_peak_bytes", "value": t.peak_bytes,
@@ -148,18 +171,22 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
         return rows  # fake tensors time nothing; no batch fitted
     measured = {**common, "source": "measured"}
     batches = sweep(int(result.max_len))
-    time_batch(backend, 1, sc, cfg.seed)  # warm-up: the first generation pays for lazy initialisation
     per_batch: dict[int, list[dict]] = {b: [] for b in batches}
-    for repeat in range(sc.repeats):
-        for batch in batches:  # interleaved: drift of a shared machine hits every batch alike
+    paths: dict[int, dict] = {}
+    for batch in batches:
+        if backend.device.type == "cuda" and batch > 1:  # graphs are captured per batch size
+            rows += [{**row, "batch_size": batch} for row in backend.prepare_decode(batch)]
+        time_batch(backend, batch, sc, cfg.seed)  # warm-up: lazy initialisation, recompilation
+        path = paths[batch] = {"decode_path": backend.decode_path} if hasattr(backend, "decode_path") else {}
+        for repeat in range(sc.repeats):
             readings = time_batch(backend, batch, sc, cfg.seed + repeat)
             per_batch[batch].append(readings)
-            rows += [{**measured, "batch_size": batch, "repeat": repeat, "metric": k, "value": v,
+            rows += [{**measured, **path, "batch_size": batch, "repeat": repeat, "metric": k, "value": v,
                       "unit": UNITS.get(k, schema.BYTES)} for k, v in readings.items()]
     for batch, readings in per_batch.items():
         for k in ("generation_throughput", "decode_throughput"):
             values = [r[k] for r in readings if k in r]
             if values:
-                rows.append({**measured, "batch_size": batch, "metric": k, "stat": "median",
+                rows.append({**measured, **paths[batch], "batch_size": batch, "metric": k, "stat": "median",
                              "value": statistics.median(values), "unit": schema.TOKENS_PER_S})
     return rows
