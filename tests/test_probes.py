@@ -214,3 +214,30 @@ def test_a_changed_score_after_reload_is_invalid():
     probe.check_reload({64: 0.5}, {64: 0.5})
     with pytest.raises(InvalidOutput, match="reloaded weights score"):
         probe.check_reload({64: 0.5}, {64: 0.49})
+
+
+# ----------------------------------------------------------------------------- the report
+
+def probe_rows():
+    rows = []
+    for model, arch in (("probe_mamba", "ssm"), ("probe_llama", "transformer")):
+        for lr, scale in ((3e-3, 0.5), (1e-2, 1.0)):
+            for task, seq_len, lengths in (("mqar", 64, [64]), ("induction_heads", 64, [64, 128, 256, 1024])):
+                for length in lengths:
+                    value = scale * (0.95 if arch == "ssm" else 0.6) * (1 if length == seq_len else 0.5)
+                    rows.append({"scenario": "probe", "model": model, "arch": arch, "task": task, "seq_len": seq_len,
+                                 "d_model": 64, "lr": lr, "params": 1000, "metric": "accuracy", "value": value,
+                                 "test_len": length, "status": "ok", "source": "measured"})
+    return pd.DataFrame(rows)
+
+
+def test_report_keeps_the_best_learning_rate_and_states_the_mqar_verdict():
+    from bench.report import probes as report
+
+    best = report.best_lr(probe_rows())
+    assert len(best) == 4 and set(best["lr"]) == {1e-2}
+    assert all(list(r["lr_grid"]) == [3e-3, 1e-2] for _, r in best.iterrows())
+    text = " ".join(i for i in report.section_items(probe_rows()) if isinstance(i, str))
+    assert "probe_mamba (1k params) 95.0% (lr 0.01)" in text and "reached by probe_mamba." in text
+    assert report.plot_accuracy_vs_length(probe_rows()) is not None
+    assert report.plot_extrapolation(probe_rows()) is not None
