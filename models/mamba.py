@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.ops import scan_backend
-from models.ops.selective_scan import dt_proj_softplus
+from models.ops.selective_scan import dt_B_C, fp32, rms_normalize
 
 MODEL_TYPES = ("mamba", "falcon_mamba")
 
@@ -143,19 +143,6 @@ class RMSNorm(nn.Module):
         return self.weight * rms_normalize(x, self.eps)
 
 
-def rms_normalize(x: Tensor, eps: float) -> Tensor:
-    """x / rms(x) over the last dim, computed in float32, returned in x's dtype. Falcon Mamba
-    applies it, weightless, to B, C and dt. (Written out: torch's CPU F.rms_norm costs ~60 us a
-    call at decode sizes, five times these four ops.)"""
-    x32 = _fp32(x)
-    return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
-
-
-def _fp32(x: Tensor) -> Tensor:
-    # .float() on a float32 tensor still costs a dispatch; the decode step calls this often.
-    return x if x.dtype == torch.float32 else x.float()
-
-
 class MambaMixer(nn.Module):
     """The selective SSM block: in_proj -> causal depthwise conv -> SiLU -> x_proj -> (dt, B, C)
     -> dt_proj -> softplus -> selective scan -> D skip -> gate by SiLU(z) -> out_proj."""
@@ -217,10 +204,8 @@ class MambaMixer(nn.Module):
 
     def _dt_B_C(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """x_proj, split, optional Falcon RMS norms, dt_proj + softplus. Works on (..., D)."""
-        dt, B, C = torch.split(self.x_proj(x), [self.dt_rank, self.d_state, self.d_state], dim=-1)
-        if self.mixer_rms_eps is not None:
-            dt, B, C = (rms_normalize(t, self.mixer_rms_eps) for t in (dt, B, C))
-        return dt_proj_softplus(dt, self.dt_proj.weight, self.dt_proj.bias), B, C  # bias added in float32
+        return dt_B_C(self.x_proj(x), self.dt_proj.weight, self.dt_proj.bias, self.dt_rank, self.d_state,
+                      self.mixer_rms_eps)
 
     def _A(self) -> Tensor:
         """A = -exp(A_log) in float32, (D, N); recomputed only when A_log changes."""
@@ -253,7 +238,7 @@ class MambaBlock(nn.Module):
         return self._add(residual, self.mixer.step(hidden, state))
 
     def _add(self, residual: Tensor, update: Tensor) -> Tensor:
-        return (_fp32(residual) if self.residual_in_fp32 else residual) + update
+        return (fp32(residual) if self.residual_in_fp32 else residual) + update
 
 
 class MambaBackbone(nn.Module):

@@ -81,11 +81,11 @@ def test_c_rms_norm_equals_the_pytorch_norm(seed, rows, dim, offset, weighted):
         import pytest
 
         pytest.skip(f"no C compiler: {cpu_scan._load_error}")
-    from models.ops.selective_scan import _rms_normalize, rms_norm_ref
+    from models.ops.selective_scan import rms_norm_ref, rms_normalize
 
     g = torch.Generator().manual_seed(seed)
     wide = torch.randn(rows, offset + dim + 3, generator=g) * 3
     x = wide[:, offset:offset + dim]
     weight = torch.randn(dim, generator=g) if weighted else None
-    expected = rms_norm_ref(x, weight, 1e-6) if weighted else _rms_normalize(x, 1e-6)
+    expected = rms_norm_ref(x, weight, 1e-6) if weighted else rms_normalize(x, 1e-6)
     torch.testing.assert_close(cpu_scan.rms_norm_cpu(x, weight, 1e-6), expected, rtol=1e-5, atol=1e-6)

@@ -112,8 +112,8 @@ def selective_step(state: Tensor, x: Tensor, z: Tensor | None, x_dbl: Tensor, dt
         return _triton_fused_step(state, x, z, x_dbl, dt_proj_weight, dt_proj_bias, A, D, dt_rank, d_state,
                                   rms_eps)
     # The unfused sequence (selective_step_ref), with the norms and the state update dispatched.
-    dt, B, C = torch_ops.selective_step_inputs(x_dbl, dt_proj_weight, dt_proj_bias, dt_rank, d_state, rms_eps,
-                                               normalize=rms_normalize)
+    dt, B, C = torch_ops.dt_B_C(x_dbl, dt_proj_weight, dt_proj_bias, dt_rank, d_state, rms_eps,
+                                normalize=rms_normalize)
     return selective_state_update(state, x, dt, A, B, C, D, z)
 
 
@@ -133,7 +133,7 @@ def rms_normalize(x: Tensor, eps: float) -> Tensor:
     if _cpu_norm(x):
         used.add("cpu_c_rms_norm")
         return cpu_scan.rms_norm_cpu(x, None, eps)
-    return torch_ops._rms_normalize(x, eps)
+    return torch_ops.rms_normalize(x, eps)
 
 
 def _cpu_norm(x: Tensor) -> bool:

@@ -111,15 +111,15 @@ def selective_state_update(
 
     u, delta, z: (b, d); A: (d, n); B, C: (b, n); D: (d,). Returns y: (b, d) in u's dtype.
     """
-    dt, u32 = _fp32(delta), _fp32(u)
+    dt, u32 = fp32(delta), fp32(u)
     state.mul_(torch.exp(dt.unsqueeze(-1) * A))
-    state.addcmul_((dt * u32).unsqueeze(-1), _fp32(B).unsqueeze(1))
-    y = torch.bmm(state, _fp32(C).unsqueeze(-1)).squeeze(-1)  # (b, d)
+    state.addcmul_((dt * u32).unsqueeze(-1), fp32(B).unsqueeze(1))
+    y = torch.bmm(state, fp32(C).unsqueeze(-1)).squeeze(-1)  # (b, d)
     y = _skip_and_gate(y, u32, D, z)
     return y if y.dtype == u.dtype else y.to(u.dtype)
 
 
-def selective_step_inputs(
+def dt_B_C(
     x_dbl: Tensor,
     dt_proj_weight: Tensor,
     dt_proj_bias: Tensor | None,
@@ -128,18 +128,19 @@ def selective_step_inputs(
     rms_eps: float | None = None,
     normalize=None,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """x_proj's output -> the SSM inputs of one token, exactly as MambaMixer._dt_B_C computes them.
+    """x_proj's output -> the SSM inputs: split, the Falcon Mamba norms, dt_proj and softplus. The
+    mixer's prefill (MambaMixer._dt_B_C) and its decode step both compute them here.
 
-    x_dbl: (b, R + 2N), the concatenation [dt | B | C]; dt_proj_weight: (D, R); dt_proj_bias: (D,).
+    x_dbl: (..., R + 2N), the concatenation [dt | B | C]; dt_proj_weight: (D, R); dt_proj_bias: (D,).
     With rms_eps (Falcon Mamba), dt, B and C are each RMS-normalised first, without weights, by
-    `normalize(x, eps)` (default: the PyTorch ops below; the CPU path passes its C kernel).
-    Returns dt (b, D) float32 after softplus; B, C (b, N) in x_dbl's dtype.
+    `normalize(x, eps)` (default: rms_normalize; the CPU decode path passes its C kernel).
+    Returns dt (..., D) float32 after softplus; B, C (..., N) in x_dbl's dtype.
     """
     dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
     if rms_eps is not None:
-        normalize = normalize or _rms_normalize
+        normalize = normalize or rms_normalize
         dt, B, C = (normalize(t, rms_eps) for t in (dt, B, C))
-    return dt_proj_softplus(dt, dt_proj_weight, dt_proj_bias), B, C  # dt (b, D) float32
+    return dt_proj_softplus(dt, dt_proj_weight, dt_proj_bias), B, C  # dt float32
 
 
 def dt_proj_softplus(dt: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -175,32 +176,33 @@ def selective_step_ref(
     x, z: (b, D); x_dbl: (b, R + 2N); dt_proj_weight: (D, R); dt_proj_bias, D: (D,); A: (D, N).
     Returns y: (b, D) in x's dtype.
     """
-    dt, B, C = selective_step_inputs(x_dbl, dt_proj_weight, dt_proj_bias, dt_rank, d_state, rms_eps)
+    dt, B, C = dt_B_C(x_dbl, dt_proj_weight, dt_proj_bias, dt_rank, d_state, rms_eps)
     return selective_state_update(state, x, dt, A, B, C, D, z)
 
 
 def rms_norm_ref(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     """The block's pre-norm as MambaBlock applies it: RMSNorm(x.to(weight.dtype)).
     x: (..., H) (the float32 residual stream); weight: (H,). Returns (..., H) in weight's dtype."""
-    return weight * _rms_normalize(x.to(weight.dtype), eps)
+    return weight * rms_normalize(x.to(weight.dtype), eps)
 
 
-def _rms_normalize(x: Tensor, eps: float) -> Tensor:
-    # A copy of models.mamba.rms_normalize (models/ cannot be imported from ops/): x / rms(x) over
-    # the last dim in float32, back in x's dtype. tests/test_triton_kernels.py checks they agree.
-    x32 = _fp32(x)
+def rms_normalize(x: Tensor, eps: float) -> Tensor:
+    """x / rms(x) over the last dim, computed in float32, returned in x's dtype: models.mamba's
+    RMSNorm without its weight, and Falcon Mamba's weightless norms of dt, B and C. (Written out:
+    torch's CPU F.rms_norm costs ~60 us a call at decode sizes, five times these four ops.)"""
+    x32 = fp32(x)
     return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 def _skip_and_gate(y: Tensor, u: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
     # y is always a fresh tensor here, so the skip and the gate can be applied in place.
     if D is not None:
-        y = y.addcmul_(u, _fp32(D))
+        y = y.addcmul_(u, fp32(D))
     if z is not None:
-        y = y.mul_(F.silu(_fp32(z)))
+        y = y.mul_(F.silu(fp32(z)))
     return y
 
 
-def _fp32(x: Tensor) -> Tensor:
+def fp32(x: Tensor) -> Tensor:
     # .float() on a float32 tensor still costs a dispatch, which shows in the decode step.
     return x if x.dtype == torch.float32 else x.float()
