@@ -197,7 +197,8 @@ def simulate_contexts(cfg, backend):
     L + window - 1 tokens, then one decode step. Readings: the state's bytes after it (as the
     measured window's end), the peak live bytes of that step (`peak_allocated`: what CUDA's
     max_memory_allocated counts) and of the prefill. Allocations follow hardware.kernels
-    (bench.memory.fake_kernels)."""
+    (bench.memory.fake_kernels); for a GPU profile they are replayed through the model of CUDA's
+    caching allocator (bench/memory/allocator.py), whose peak reserved bytes are `peak_reserved`."""
     from bench.scenarios.max_seq_len import load_backend
     from bench.memory.trackers import SimulateTracker
 
@@ -216,8 +217,11 @@ def simulate_contexts(cfg, backend):
                 backend.step(token, state)  # the window's last token
             state_bytes = backend.state_nbytes(state)
             del state, token
-        yield context_len, {"state_bytes": state_bytes, "peak_allocated": step.total_bytes,
-                            "prefill_peak_allocated": built.total_bytes}
+        readings = {"state_bytes": state_bytes, "peak_allocated": step.total_bytes,
+                    "prefill_peak_allocated": built.total_bytes}
+        if tracker.allocator is not None:
+            readings["peak_reserved"] = tracker.allocator.peak_reserved
+        yield context_len, readings
 
 
 # --- agreement of the two modes ---------------------------------------------------------------
