@@ -68,7 +68,7 @@ def test_the_workspace_is_taken_once():
     assert a.allocated == 8 * MB
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(st.lists(st.tuples(st.booleans(), st.integers(1, 40 * MB)), min_size=1, max_size=60))
 def test_invariants_hold_over_any_trace(ops):
     """Blocks tile their segments, no two free neighbours are left unmerged, and the counters are

@@ -22,7 +22,7 @@ from bench.report.tables import fmt_bytes, fmt_number, fmt_value
 TITLE = "Batch: generation throughput and memory against batch size"
 CAPTION = ("Left: tokens/s against batch size (solid: whole generation, prefill included; dashed: decode alone). "
            "Right: peak memory of each batch the search tried (× did not fit; dotted: simulated) and the budget")
-AXES = ("metric", "batch_size", "stat", "repeat", "decode_path")  # what varies within one run
+AXES = ("metric", "batch_size")  # what varies along a table or figure, not between its series
 PEAK_METRICS = ("peak_allocated", "rss")  # the device's peak of a timed run: CUDA, or the CPU process
 
 
