@@ -6,7 +6,9 @@
             creates (added when an op returns a new storage, removed by a weakref callback when
             the storage dies). The peak of that count is the peak of the run's tensors.
 - simulate: the same counting under FakeTensorMode, so tensors have shapes but no data:
-            a 7B model "runs" on this CPU and weights cost nothing real.
+            a 7B model "runs" on this CPU and weights cost nothing real. Emulating a GPU
+            (kernels="cuda"), every allocation is also replayed through a model of CUDA's
+            caching allocator (bench/memory/allocator.py): the budget then caps reserved bytes.
 
 Every tracker does the same things:
     model = tracker.build(make_model)  # simulate: inside FakeTensorMode
@@ -195,7 +197,6 @@ class _LiveBytes(TorchDispatchMode):
                 raise BudgetExceeded(f"live tensor bytes {self.live} passed the budget {self.limit}")
         return out
 
-
     def _take_workspace(self) -> None:
         from bench.memory.allocator import AllocatorOOM
 
@@ -205,8 +206,8 @@ class _LiveBytes(TorchDispatchMode):
             raise BudgetExceeded(f"modelled CUDA caching allocator: {e}") from None
 
 
-_CUBLAS_OPS = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm,
-               torch.ops.aten.matmul, torch.ops.aten.linear}  # the first one takes cuBLAS's workspace
+# The first of these (linear and matmul decompose into them) takes cuBLAS's workspace.
+_CUBLAS_OPS = {torch.ops.aten.mm, torch.ops.aten.addmm, torch.ops.aten.bmm, torch.ops.aten.baddbmm}
 
 
 class CpuTracker(MemoryTracker):
