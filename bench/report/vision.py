@@ -66,30 +66,32 @@ def plot_figure1(df: pd.DataFrame) -> Figure | None:
     memory = pd.concat([memory[memory["source"] == "measured"], _simulated_memory(d)])
     if speed.empty and memory.empty:
         return None
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.6))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
     keys = _line_keys(pd.concat([speed, memory]))
-    colors = {}
+    colors, markers, handles = {}, {}, {}  # colour: model and attention; marker: the other settings
     for ax, rows, scale in ((left, speed, 1.0), (right, memory, 2**30)):
-        for source, style in (("measured", "-o"), ("simulated", ":s")):
+        for source, style in (("measured", "-"), ("simulated", ":")):
             part = rows[rows["source"] == source]
             for values, g in groups(part, keys) if not part.empty else []:
                 g = g.groupby("image_size", as_index=False)["value"].median().sort_values("image_size")
-                name = label(values)
+                name = f"{label(values)}, {source}"
                 color = colors.setdefault((values["model"], values["attention"]), f"C{len(colors)}")
-                ax.plot(g["image_size"], g["value"] / scale, style, color=color, ms=4,
-                        label=f"{name}, {source}")
+                rest = tuple(text(v) for k, v in values.items() if k not in ("model", "params", "attention", "status"))
+                marker = markers.setdefault(rest, "osD^v<>"[len(markers) % 7])
+                handles[name], = ax.plot(g["image_size"], g["value"] / scale, style, marker=marker, color=color, ms=4)
         ax.set_xlabel("image resolution (pixels per side)")
+        ax.set_yscale("log")
         ax.grid(alpha=0.3, which="both")
-    left.set_yscale("log")
     left.set_ylabel("images/s (log scale)")
     left.set_title("Throughput")
-    right.set_ylabel("peak memory (GiB)")
+    right.set_ylabel("peak memory (GiB, log scale)")
     right.set_title("Peak memory of one forward (weights, inputs, activations)")
-    right.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize=8, frameon=False)
+    fig.legend(list(handles.values()), list(handles), loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=2,
+               fontsize=8, frameon=False)
     every = recorded(d, keys + ["image_size", "source", "budget_hardware", "budget_bytes", "kernels", "memory"])
     if every:
-        fig.suptitle(every, fontsize=8, y=0.005, va="bottom")
-    fig.tight_layout(rect=(0, 0.04, 1, 1))
+        fig.suptitle(every, fontsize=8, y=0.99, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 0.96))
     return fig
 
 
@@ -230,10 +232,13 @@ def max_batches(df: pd.DataFrame) -> pd.DataFrame:
         row = {"model": model_label(values), "attention": text(values["attention"]),
                "budget": f"{text(values['budget_hardware'])} ({fmt_bytes(g['budget_bytes'].iloc[0])})",
                "dtype": text(values["dtype"])}
-        for _, r in g.sort_values("image_size").iterrows():
-            row[f"{int(r['image_size'])}²"] = fmt_number(r["value"])
+        for _, r in g.iterrows():
+            row[int(r["image_size"])] = fmt_number(r["value"])
         rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    sizes = sorted(c for c in table.columns if isinstance(c, int))
+    return table[[c for c in table.columns if not isinstance(c, int)] + sizes].rename(
+        columns={size: f"{size}²" for size in sizes}).fillna("")
 
 
 def measured_table(df: pd.DataFrame) -> pd.DataFrame:
