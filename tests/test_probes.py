@@ -171,15 +171,22 @@ def test_a_short_training_run_lowers_the_loss(model):
 
 
 def test_the_mamba_trains_from_mamba_ssm_init():
-    """The in-repo init (std 0.02 everywhere) leaves the SSM's gradients below AdamW's eps; the
-    training init gives every mixer parameter a usable gradient."""
-    cfg = load(["model=probe_mamba", "scenario.d_model=32"])
-    model = build(cfg).model
-    ids = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
-    models.training_logits(model, ids).logsumexp(-1).mean().backward()
-    for name, p in model.named_parameters():
-        if ".mixer." in name:
-            assert p.grad.abs().max() > 1e-7, name
+    """The in-repo init (std 0.02 everywhere) leaves the SSM's gradients below AdamW's eps (1e-8),
+    so its mixers would not move; the training init gives every mixer parameter more."""
+    inputs, targets = tasks.TASKS["mqar"].generate(16, 64, seed=0)
+
+    def smallest_mixer_gradient(model):
+        loss = torch.nn.functional.cross_entropy(models.training_logits(model, inputs).flatten(0, 1),
+                                                 targets.flatten(), ignore_index=IGNORE)
+        loss.backward()
+        return min(float(p.grad.abs().max()) for name, p in model.named_parameters() if ".mixer." in name)
+
+    torch.manual_seed(0)
+    model = MambaLM(MambaConfig(hidden_size=64, num_hidden_layers=2, vocab_size=256))
+    assert smallest_mixer_gradient(model) < 1e-10  # what the training init is for
+    model.zero_grad()
+    models.init_for_training(model)
+    assert smallest_mixer_gradient(model) > 1e-8
 
 
 def test_the_job_saves_weights_that_reload_to_the_same_accuracy(tmp_path):
