@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from models.ops import scan_backend
+from models.ops.scan_backend import Kernels
 from models.ops.selective_scan import dt_B_C, fp32, rms_normalize
 
 MODEL_TYPES = ("mamba", "falcon_mamba")
@@ -147,9 +148,10 @@ class MambaMixer(nn.Module):
     """The selective SSM block: in_proj -> causal depthwise conv -> SiLU -> x_proj -> (dt, B, C)
     -> dt_proj -> softplus -> selective scan -> D skip -> gate by SiLU(z) -> out_proj."""
 
-    def __init__(self, config: MambaConfig, layer_idx: int, device=None, dtype=None):
+    def __init__(self, config: MambaConfig, layer_idx: int, device=None, dtype=None, kernels: Kernels | None = None):
         super().__init__()
         factory_kwargs = {"device": device, "dtype": dtype}
+        self.kernels = Kernels() if kernels is None else kernels  # MambaLM's: one for all its layers
         H, D, N, R, K = (config.hidden_size, config.intermediate_size, config.state_size,
                          config.time_step_rank, config.conv_kernel)
         self.layer_idx = layer_idx
@@ -174,6 +176,7 @@ class MambaMixer(nn.Module):
         y, final_ssm = scan_backend.selective_scan(
             x, dt, self._A(), B, C, self.D, z,
             initial_state=None if state is None else state[1], chunk_size=self.scan_chunk_size,
+            kernels=self.kernels,
         )
         if state is not None:
             state[1].copy_(final_ssm)
@@ -183,10 +186,12 @@ class MambaMixer(nn.Module):
         """One token. hidden_states: (b, H); state as in forward, updated in place."""
         conv_state, ssm_state = state
         x, z = self.in_proj(hidden_states).chunk(2, dim=-1)  # (b, D) each
-        x = scan_backend.conv_state_update(conv_state, x, self.conv1d.weight[:, 0, :], self.conv1d.bias)
+        x = scan_backend.conv_state_update(conv_state, x, self.conv1d.weight[:, 0, :], self.conv1d.bias,
+                                           kernels=self.kernels)
         # _dt_B_C and the state update, from x_proj's output (b, R + 2N): one kernel on CUDA.
         y = scan_backend.selective_step(ssm_state, x, z, self.x_proj(x), self.dt_proj.weight, self.dt_proj.bias,
-                                        self._A(), self.D, self.dt_rank, self.d_state, self.mixer_rms_eps)
+                                        self._A(), self.D, self.dt_rank, self.d_state, self.mixer_rms_eps,
+                                        kernels=self.kernels)
         return self.out_proj(y)  # (b, H)
 
     def _conv(self, x: Tensor, state: tuple[Tensor, Tensor] | None) -> Tensor:
@@ -223,18 +228,19 @@ class MambaMixer(nn.Module):
 class MambaBlock(nn.Module):
     """Pre-norm residual block: residual + mixer(norm(residual))."""
 
-    def __init__(self, config: MambaConfig, layer_idx: int, device=None, dtype=None):
+    def __init__(self, config: MambaConfig, layer_idx: int, device=None, dtype=None, kernels: Kernels | None = None):
         super().__init__()
         self.residual_in_fp32 = config.residual_in_fp32
         self.norm = RMSNorm(config.hidden_size, config.layer_norm_epsilon, device=device, dtype=dtype)
-        self.mixer = MambaMixer(config, layer_idx, device=device, dtype=dtype)
+        self.mixer = MambaMixer(config, layer_idx, device=device, dtype=dtype, kernels=kernels)
+        self.kernels = self.mixer.kernels
 
     def forward(self, residual: Tensor, state=None) -> Tensor:
         return self._add(residual, self.mixer(self.norm(residual.to(self.norm.weight.dtype)), state))
 
     def step(self, residual: Tensor, state) -> Tensor:
         # self.norm as in forward; one kernel on CUDA instead of ~9 (see scan_backend.rms_norm)
-        hidden = scan_backend.rms_norm(residual, self.norm.weight, self.norm.eps)  # (b, H)
+        hidden = scan_backend.rms_norm(residual, self.norm.weight, self.norm.eps, self.kernels)  # (b, H)
         return self._add(residual, self.mixer.step(hidden, state))
 
     def _add(self, residual: Tensor, update: Tensor) -> Tensor:
@@ -242,25 +248,32 @@ class MambaBlock(nn.Module):
 
 
 class MambaBackbone(nn.Module):
-    def __init__(self, config: MambaConfig, device=None, dtype=None):
+    def __init__(self, config: MambaConfig, device=None, dtype=None, kernels: Kernels | None = None):
         super().__init__()
         self.embeddings = nn.Embedding(config.vocab_size, config.hidden_size, device=device, dtype=dtype)
         self.layers = nn.ModuleList(
-            MambaBlock(config, i, device=device, dtype=dtype) for i in range(config.num_hidden_layers)
+            MambaBlock(config, i, device=device, dtype=dtype, kernels=kernels) for i in range(config.num_hidden_layers)
         )
         self.norm_f = RMSNorm(config.hidden_size, config.layer_norm_epsilon, device=device, dtype=dtype)
 
 
 class MambaLM(nn.Module):
-    """Mamba language model: embeddings, blocks, final norm, LM head (tied or not)."""
+    """Mamba language model: embeddings, blocks, final norm, LM head (tied or not).
 
-    def __init__(self, config: MambaConfig, device=None, dtype=None, init_weights: bool = True):
+    kernels: which fast paths its ops may take (models.ops.scan_backend.Kernels; default all), and
+    the record of the paths they took, shared by every layer: `model.kernels.cpu = False` sends
+    the whole model to the PyTorch code, `model.kernels.used` says what ran.
+    """
+
+    def __init__(self, config: MambaConfig, device=None, dtype=None, init_weights: bool = True,
+                 kernels: Kernels | None = None):
         super().__init__()
         self.config = config
+        self.kernels = Kernels() if kernels is None else kernels
         # Build on the meta device, then allocate once: nn.Linear's own (slow) init never runs,
         # which matters at 7B. Works for device="meta" and under FakeTensorMode too.
         with torch.device("meta"):
-            self.backbone = MambaBackbone(config, dtype=dtype)
+            self.backbone = MambaBackbone(config, dtype=dtype, kernels=self.kernels)
             self.lm_head = nn.Linear(config.hidden_size, config.vocab_size, bias=False, dtype=dtype)
         if config.tie_word_embeddings:
             self.lm_head.weight = self.backbone.embeddings.weight
@@ -363,7 +376,7 @@ class MambaLM(nn.Module):
             hidden = layer.step(hidden, state)
         cache.seqlen_offset += 1
         norm_f = self.backbone.norm_f  # as in _logits; one kernel on CUDA and on CPU
-        return self.lm_head(scan_backend.rms_norm(hidden, norm_f.weight, norm_f.eps))
+        return self.lm_head(scan_backend.rms_norm(hidden, norm_f.weight, norm_f.eps, self.kernels))
 
     @torch.no_grad()
     def prefill(self, input_ids: Tensor, mode: str = "parallel", chunk_size: int = 1,

@@ -316,22 +316,26 @@ def test_corrupt_file_and_missing_paths_are_clear(saved_small, tmp_path_factory)
         MambaLM.from_pretrained(empty / "nope")
 
 
-def test_cpu_kernels_and_pytorch_twins_give_the_same_model_outputs(monkeypatch):
-    from models.ops import cpu_scan, scan_backend
+def test_cpu_kernels_and_pytorch_twins_give_the_same_model_outputs():
+    from models.ops import cpu_kernels
+    from models.ops.scan_backend import Kernels
 
-    if not cpu_scan.available():
-        pytest.skip(f"no C compiler: {cpu_scan._load_error}")
+    if not cpu_kernels.available():
+        pytest.skip(f"no C compiler: {cpu_kernels._load_error}")
     model = _small()
     ids = torch.randint(0, 97, (2, 23))
     outputs = {}
     for fast in (True, False):
-        monkeypatch.setattr(scan_backend, "use_cpu_kernels", fast)
-        scan_backend.used.clear()
+        model.kernels.cpu = fast  # every layer's choice: one object
+        model.kernels.used.clear()
         with torch.no_grad():
             full = model(ids)
             last, cache = model.prefill(ids[:, :15], mode="sequential", chunk_size=4)
             steps = [model.step(ids[:, t], cache) for t in range(15, 23)]
         outputs[fast] = (full, last, torch.stack(steps))
-        assert ("cpu_c" in scan_backend.used) == fast and ("torch_chunked" in scan_backend.used) != fast
+        used = model.kernels.used
+        assert ("cpu_c" in used) == fast and ("torch_chunked" in used) != fast
+    assert model.kernels == Kernels(cpu=False, used=used) and all(
+        layer.mixer.kernels is model.kernels for layer in model.backbone.layers)
     for fast_out, torch_out in zip(outputs[True], outputs[False]):
         torch.testing.assert_close(fast_out, torch_out, rtol=1e-5, atol=1e-5)

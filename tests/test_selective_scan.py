@@ -44,26 +44,26 @@ def test_chunked_scan_does_not_mutate_inputs_and_keeps_dtype():
     assert y.dtype == torch.bfloat16 and h.dtype == torch.float32
 
 
-cpu_scan = __import__("models.ops.cpu_scan", fromlist=["cpu_scan"])
+cpu_kernels = __import__("models.ops.cpu_kernels", fromlist=["cpu_kernels"])
 
 
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**16), b=st.integers(1, 3), l=st.integers(1, 40), d=st.integers(1, 40),
        n=st.integers(1, 17), with_state=st.booleans(), gated=st.booleans())
 def test_c_scan_equals_sequential_recurrence(seed, b, l, d, n, with_state, gated):
-    if not cpu_scan.available():
+    if not cpu_kernels.available():
         import pytest
 
-        pytest.skip(f"no C compiler: {cpu_scan._load_error}")
+        pytest.skip(f"no C compiler: {cpu_kernels._load_error}")
     u, delta, A, B, C, D, z, h0 = _inputs(seed, b, l, d, n, with_state)
     z = z if gated else None
     y_ref, h_ref = selective_scan_ref(u, delta, A, B, C, D, z, initial_state=h0)
-    y, h = cpu_scan.selective_scan_cpu(u, delta, A, B, C, D, z, initial_state=h0)
+    y, h = cpu_kernels.selective_scan_cpu(u, delta, A, B, C, D, z, initial_state=h0)
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(h, h_ref, rtol=1e-4, atol=1e-5)
     if h0 is not None:  # the decode form: one token, state updated in place
         state = h0.clone()
-        y1 = cpu_scan.selective_state_update_cpu(state, u[:, 0], delta[:, 0], A, B[:, 0], C[:, 0], D,
+        y1 = cpu_kernels.selective_state_update_cpu(state, u[:, 0], delta[:, 0], A, B[:, 0], C[:, 0], D,
                                                  None if z is None else z[:, 0])
         y1_ref, h1_ref = selective_scan_ref(u[:, :1], delta[:, :1], A, B[:, :1], C[:, :1], D,
                                             None if z is None else z[:, :1], initial_state=h0)
@@ -77,10 +77,10 @@ def test_c_scan_equals_sequential_recurrence(seed, b, l, d, n, with_state, gated
 def test_c_rms_norm_equals_the_pytorch_norm(seed, rows, dim, offset, weighted):
     """The decode step's norms: on a column slice of a wider tensor (Falcon's dt, B, C are slices of
     x_proj's output), with and without a weight."""
-    if not cpu_scan.available():
+    if not cpu_kernels.available():
         import pytest
 
-        pytest.skip(f"no C compiler: {cpu_scan._load_error}")
+        pytest.skip(f"no C compiler: {cpu_kernels._load_error}")
     from models.ops.selective_scan import rms_norm_ref, rms_normalize
 
     g = torch.Generator().manual_seed(seed)
@@ -88,4 +88,4 @@ def test_c_rms_norm_equals_the_pytorch_norm(seed, rows, dim, offset, weighted):
     x = wide[:, offset:offset + dim]
     weight = torch.randn(dim, generator=g) if weighted else None
     expected = rms_norm_ref(x, weight, 1e-6) if weighted else rms_normalize(x, 1e-6)
-    torch.testing.assert_close(cpu_scan.rms_norm_cpu(x, weight, 1e-6), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cpu_kernels.rms_norm_cpu(x, weight, 1e-6), expected, rtol=1e-5, atol=1e-6)

@@ -22,8 +22,8 @@ if not CUDA:
 triton = pytest.importorskip("triton")
 
 from models.mamba import MambaConfig, MambaLM, RMSNorm  # noqa: E402
-from models.ops import (causal_conv, scan_backend, triton_fused_step, triton_selective_scan,  # noqa: E402
-                        triton_state_update)
+from models.ops import (causal_conv, cpu_kernels, scan_backend, triton_conv, triton_fused_step,  # noqa: E402
+                        triton_rms_norm, triton_selective_scan, triton_state_update)
 from models.ops.selective_scan import (rms_norm_ref, selective_scan_ref, selective_state_update,  # noqa: E402
                                        selective_step_ref)
 
@@ -33,7 +33,9 @@ if not CUDA:
     # ones, which it only calls on CUDA tensors.
     triton_selective_scan = importlib.reload(triton_selective_scan)
     triton_state_update = importlib.reload(triton_state_update)
-    triton_fused_step = importlib.reload(triton_fused_step)
+    triton_fused_step = importlib.reload(triton_fused_step)  # after the state update: it imports its body
+    triton_conv = importlib.reload(triton_conv)
+    triton_rms_norm = importlib.reload(triton_rms_norm)
 
 DEVICE = "cuda" if CUDA else "cpu"
 TOL = {torch.float32: dict(rtol=1e-4, atol=1e-4), torch.bfloat16: dict(rtol=2e-2, atol=2e-2),
@@ -122,7 +124,7 @@ def test_conv_update_steps_match_reference(with_bias):
     state = ref_state.clone()
     for x in xs:  # more steps than taps: every column gets shifted out
         out_ref = causal_conv.conv_state_update(ref_state, x, weight, bias)
-        out = triton_state_update.conv_state_update_triton(state, x, weight, bias, block_d=4)
+        out = triton_conv.conv_state_update_triton(state, x, weight, bias, block_d=4)
         torch.testing.assert_close(out, out_ref, **TOL[torch.float32])
         torch.testing.assert_close(state, ref_state, rtol=0, atol=0)
 
@@ -205,24 +207,24 @@ def test_rms_norm_matches_reference_and_model_norm(dtype):
     x = torch.randn(3, 37, device=DEVICE) * 4
     expected = norm(x.to(dtype))  # as MambaBlock.forward applies it
     torch.testing.assert_close(rms_norm_ref(x, norm.weight, norm.eps), expected, rtol=0, atol=0)
-    out = triton_fused_step.rms_norm_triton(x, norm.weight, norm.eps, block_h=16)
+    out = triton_rms_norm.rms_norm_triton(x, norm.weight, norm.eps, block_h=16)
     assert out.dtype == dtype
     torch.testing.assert_close(out, expected, **TOL[dtype])
 
 
 @pytest.mark.skipif(CUDA, reason="checks the CPU fallback")
-def test_cpu_tensors_never_take_the_triton_paths(monkeypatch):
+def test_cpu_tensors_never_take_the_triton_paths():
     model = MambaLM(MambaConfig(model_type="falcon_mamba", num_hidden_layers=1))
-    for cpu_kernels, expected in ((False, {"torch_chunked", "torch_state_update", "torch_conv_update"}),
-                                  (True, {"cpu_c", "cpu_c_state_update", "cpu_c_conv_update", "cpu_c_rms_norm"})):
-        if cpu_kernels and not scan_backend.cpu_scan.available():
+    for cpu, expected in ((False, {"torch_chunked", "torch_state_update", "torch_conv_update"}),
+                          (True, {"cpu_c", "cpu_c_state_update", "cpu_c_conv_update", "cpu_c_rms_norm"})):
+        if cpu and not cpu_kernels.available():
             continue
-        monkeypatch.setattr(scan_backend, "use_cpu_kernels", cpu_kernels)
-        scan_backend.used.clear()
+        model.kernels.cpu = cpu
+        model.kernels.used.clear()
         cache = model.allocate_inference_cache(1)
         model.prefill(torch.tensor([[1, 2, 3]]), cache=cache)
         model.step(torch.tensor([4]), cache)
-        assert scan_backend.used == expected
+        assert model.kernels.used == expected
 
 
 def test_models_import_without_triton():
@@ -261,13 +263,12 @@ def test_cuda_model_paths_agree_and_use_triton(monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # the parallel conv1d goes through cuDNN
     model = _small_cuda_model()
     ids = torch.randint(0, 97, (2, 24), device="cuda")
-    scan_backend.used.clear()
     full = model(ids)  # (b, l, V): parallel prefill
     logits, cache = model.prefill(ids[:, :10], mode="sequential", chunk_size=4)  # Triton scan with h0
     steps = [logits] + [model.step(ids[:, t], cache) for t in range(10, 24)]
     torch.testing.assert_close(torch.stack(steps[:-1], 1), full[:, 9:23], rtol=1e-3, atol=1e-3)
-    assert {"triton_rms_norm", "triton_conv_update", "triton_fused_step"} <= scan_backend.used
-    assert "triton" in scan_backend.used or "mamba_ssm" in scan_backend.used
+    assert {"triton_rms_norm", "triton_conv_update", "triton_fused_step"} <= model.kernels.used
+    assert "triton" in model.kernels.used or "mamba_ssm" in model.kernels.used
 
 
 @pytest.mark.gpu

@@ -186,7 +186,7 @@ def _interpreted_triton_scan():
 
 
 def scan_paths():
-    from models.ops import cpu_scan
+    from models.ops import cpu_kernels
 
     def ref(u, delta, A, B, C, D=None, z=None, initial_state=None, chunk_size=64):
         return torch_scan.selective_scan_ref(u, delta, A, B, C, D, z, initial_state)
@@ -195,9 +195,9 @@ def scan_paths():
         return torch_scan.selective_scan_chunked(u, delta, A, B, C, D, z, initial_state, chunk_size=3)
 
     def c_kernel(u, delta, A, B, C, D=None, z=None, initial_state=None, chunk_size=64):
-        if not cpu_scan.available():
-            pytest.skip(f"no C compiler: {cpu_scan._load_error}")
-        return cpu_scan.selective_scan_cpu(u, delta, A, B, C, D, z, initial_state=initial_state)
+        if not cpu_kernels.available():
+            pytest.skip(f"no C compiler: {cpu_kernels._load_error}")
+        return cpu_kernels.selective_scan_cpu(u, delta, A, B, C, D, z, initial_state=initial_state)
 
     def triton(u, delta, A, B, C, D=None, z=None, initial_state=None, chunk_size=64):
         return _interpreted_triton_scan()(u, delta, A, B, C, D, z, initial_state=initial_state)

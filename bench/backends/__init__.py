@@ -6,7 +6,7 @@ from bench.backends.base import Backend
 
 REGISTRY: dict[str, str] = {
     # impl name -> "module:Class"; imported on demand so a backend's heavy imports stay lazy.
-    "ssm_bench": "bench.backends.mamba:MambaBackend",
+    "ssm_bench": "bench.backends.ssm_bench:SsmBenchBackend",
     "transformers": "bench.backends.transformers:TransformersBackend",
     "dummy": "bench.backends.dummy:DummyBackend",
 }

@@ -1,4 +1,5 @@
-"""The in-repo Mamba (models/) as a backend: prefill and step over its constant-size cache.
+"""The ssm_bench backend (model.impl=ssm_bench): the in-repo Mamba (models/mamba.py), prefill and
+step over its constant-size cache.
 
 A checkpoint (model.path) is loaded as what it is (models/loading.py, strict): its config.json
 decides the sizes and the Mamba flavour, and config_mismatches() lists where the YAML disagrees.
@@ -13,13 +14,12 @@ from __future__ import annotations
 import time
 
 from models.mamba import MambaCache, MambaConfig, MambaLM
-from models.ops import scan_backend
 
 from bench.backends.base import Backend
 from bench.schema import SECONDS
 
 
-class MambaBackend(Backend):
+class SsmBenchBackend(Backend):
     NAME = "ssm_bench"
 
     def __init__(self, model_cfg, device, dtype, decode: str = "eager"):
@@ -91,7 +91,8 @@ class MambaBackend(Backend):
 
     def describe(self) -> dict:
         # Which scan/state-update code ran (mamba_ssm, triton, C, torch): called after the scenario.
-        return {**super().describe(), "kernels": ",".join(sorted(scan_backend.used)), "decode_path": self.decode_path}
+        used = self.model.kernels.used if self.model is not None else ()
+        return {**super().describe(), "kernels": ",".join(sorted(used)), "decode_path": self.decode_path}
 
     def vocab_size(self) -> int:
         return self.model.config.vocab_size

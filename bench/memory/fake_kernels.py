@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from models.ops import cpu_scan, scan_backend
+from models.ops import cpu_kernels, scan_backend
 from models.ops import selective_scan as real_scan
 
 
@@ -47,9 +47,9 @@ def fused_scan_twin(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
                     z: Tensor | None = None, initial_state: Tensor | None = None,
                     chunk_size: int = 64) -> tuple[Tensor, Tensor]:
     """Allocations of the fused scans: no (l, d, n) temporaries, only the float32 y and final state,
-    and, as models.ops.cpu_scan does, float32 copies of the inputs in other dtypes or with a
+    and, as models.ops.cpu_kernels does, float32 copies of the inputs in other dtypes or with a
     strided last dim (u, the conv output seen token-major). Triton and mamba_ssm copy a little less."""
-    inputs = [cpu_scan._rows(t) for t in (u, delta, z, B, C)] + \
+    inputs = [cpu_kernels._rows(t) for t in (u, delta, z, B, C)] + \
         [t.detach().to(torch.float32).contiguous() for t in (A, D) if t is not None]  # noqa: F841
     bsz, length, dim = u.shape
     h = torch.empty(bsz, dim, A.shape[1], dtype=torch.float32, device=u.device)
@@ -59,17 +59,18 @@ def fused_scan_twin(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D
 
 def triton_scan_twin(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                      z: Tensor | None = None, initial_state: Tensor | None = None,
-                     chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+                     chunk_size: int = 64, kernels=None) -> tuple[Tensor, Tensor]:
     """Allocations of models.ops.triton_selective_scan.selective_scan_triton, the CUDA path: y in
     u's dtype and the float32 final state. It reads its inputs in place, whatever their dtype."""
     bsz, _, dim = u.shape
     return torch.empty_like(u), torch.empty(bsz, dim, A.shape[1], dtype=torch.float32, device=u.device)
 
 
-def selective_scan_dispatch_twin(*args, **kwargs):
-    """Twin of models.ops.scan_backend.selective_scan on a CPU: the path a real tensor would take.
-    Fake tensors always fall through to the PyTorch scan, so the choice is made here."""
-    if scan_backend.use_cpu_kernels and cpu_scan.available():
+def selective_scan_dispatch_twin(*args, kernels: scan_backend.Kernels | None = None, **kwargs):
+    """Twin of models.ops.scan_backend.selective_scan on a CPU: the path a real tensor would take
+    under the model's choice of `kernels`. Fake tensors always fall through to the PyTorch scan,
+    so the choice is made here."""
+    if (kernels is None or kernels.cpu) and cpu_kernels.available():
         return fused_scan_twin(*args, **kwargs)
     return selective_scan_chunked_twin(*args, **kwargs)
 

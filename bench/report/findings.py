@@ -30,10 +30,11 @@ TITLES = {"max_seq_len": "Longest prompt", "generation": "Generation", "leaderbo
 FIGURES = {"max_seq_len": "max_prompt_len", "generation": "generation_memory", "leaderboard": "leaderboard"}
 # What describes the model itself: a line compares models, so these vary within it.
 MODEL_COLUMNS = {"model", "checkpoint", "arch", "family", "architecture", "impl", "weights", "params", "n_layers",
-                 "d_model", "tokenizer", "decode_path", "kv_cache", "vocab_resized_from"}
-# Said once at the head of a line, when present (what the numbers are and where they come from).
-CONTEXT = ("source", "measure", "device", "hardware", "dtype", "pairing", "budget_hardware", "suite", "harness",
-           "limit")
+                 "d_model", "tokenizer", "decode_path", "kv_cache", "kernels", "vocab_resized_from"}
+# Said once at the head of a line, when present (what the numbers are and where they come from):
+# column -> how its value reads.
+CONTEXT = {"source": "{}", "device": "{}", "hardware": "{}", "dtype": "{}", "pairing": "pairing {}",
+           "budget_hardware": "{}", "harness": "{}", "suite": "suite {}", "limit": "limit {} per task"}
 
 
 def findings(table: pd.DataFrame, figures: list[str]) -> list:
@@ -66,7 +67,8 @@ def _context(values: dict, d: pd.DataFrame, origin: pd.DataFrame | None = None) 
     origin = d if origin is None else origin
     shared = {c: origin[c].dropna().iloc[0] for c in CONTEXT if c in origin and origin[c].dropna().nunique() == 1}
     values = {**shared, **values}
-    parts = list(dict.fromkeys(text(values[c]) for c in CONTEXT if c in values and text(values[c])))
+    parts = list(dict.fromkeys(form.format(text(values[c])) for c, form in CONTEXT.items()
+                               if c in values and text(values[c])))
     if "budget_bytes" in values and text(values["budget_bytes"]):
         parts.append(f"budget {fmt_bytes(values['budget_bytes'])}")
     flagged = f" ({FLAG} flagged rows among them)" if "status" in d and (d["status"] == "flagged").any() else ""
@@ -115,7 +117,8 @@ def _slope(steps: pd.Series, values: pd.Series) -> float:
 
 def _generation(d: pd.DataFrame) -> list[str]:
     lines = []
-    for values, g in _comparisons(d):
+    parallel = "prefill_mode" not in d or (d["prefill_mode"].dropna() == "parallel").all()
+    for values, g in _comparisons(d, extra=("chunk_size",) if parallel else ()):  # a sequential prefill's only
         speed, memory = [], []
         for _, m in g.groupby("model", sort=False):
             name = model_label(m.iloc[0].to_dict())
@@ -126,7 +129,9 @@ def _generation(d: pd.DataFrame) -> list[str]:
             s = m[m["metric"] == "state_bytes"].groupby("step")["value"].median().sort_index()
             if len(s) >= 2:
                 slope = _slope(pd.Series(s.index), pd.Series(s.values))
-                growth = "constant" if abs(slope) < 1 else f"grows {fmt_bytes(slope)}/token"
+                static = "kv_cache" in m and (m["kv_cache"] == "static").all() and m["arch"].iloc[0] == "transformer"
+                growth = "preallocated (static KV cache)" if static else \
+                    "constant" if abs(slope) < 1 else f"grows {fmt_bytes(slope)}/token"
                 memory.append(f"{name} {growth} ({fmt_bytes(s.iloc[0])} → {fmt_bytes(s.iloc[-1])})")
         if not speed and not memory:
             continue

@@ -70,10 +70,11 @@ def _check(name: str, err: float, tol: float, **extra) -> dict:
 
 
 def _agreement(device, sc) -> list[dict]:
-    from models.ops import triton_state_update
     from models.ops.causal_conv import conv_state_update
     from models.ops.selective_scan import selective_scan_chunked, selective_state_update
+    from models.ops.triton_conv import conv_state_update_triton
     from models.ops.triton_selective_scan import selective_scan_triton
+    from models.ops.triton_state_update import selective_state_update_triton
 
     rows = []
     for dtype, tol in ((torch.float32, 1e-4), (torch.bfloat16, 2e-2)):
@@ -92,8 +93,7 @@ def _agreement(device, sc) -> list[dict]:
         u, delta, A, B, C, D, z, h0 = _inputs(b, 1, d, 16, dtype, device, seed=1, with_state=True)
         ref_state, state = h0.clone(), h0.clone()
         y_ref = selective_state_update(ref_state, u[:, 0], delta[:, 0], A, B[:, 0], C[:, 0], D, z[:, 0])
-        y = triton_state_update.selective_state_update_triton(state, u[:, 0], delta[:, 0], A, B[:, 0], C[:, 0], D,
-                                                              z[:, 0])
+        y = selective_state_update_triton(state, u[:, 0], delta[:, 0], A, B[:, 0], C[:, 0], D, z[:, 0])
         rows += [_check(f"state_update_{name}_y", _rel_err(y, y_ref), tol, kernel_dtype=name),
                  _check(f"state_update_{name}_state", _rel_err(state, ref_state), 1e-5, kernel_dtype=name)]
         g = torch.Generator().manual_seed(2)
@@ -102,7 +102,7 @@ def _agreement(device, sc) -> list[dict]:
         ref_conv, out_conv = conv.clone(), conv.clone()
         for x in torch.randn(K + 1, b, d, generator=g).to(device, dtype):
             o_ref = conv_state_update(ref_conv, x, weight, bias)
-            o = triton_state_update.conv_state_update_triton(out_conv, x, weight, bias)
+            o = conv_state_update_triton(out_conv, x, weight, bias)
         rows += [_check(f"conv_update_{name}_out", _rel_err(o, o_ref), tol, kernel_dtype=name),
                  _check(f"conv_update_{name}_state", _rel_err(out_conv, ref_conv), 0.0, kernel_dtype=name)]
     return rows

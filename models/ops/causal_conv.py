@@ -3,7 +3,7 @@
 The conv state holds the last K inputs of each channel, oldest first. One decode step shifts
 it left by one, appends the new input and takes a per-channel dot product with the K-tap
 kernel: the same numbers as conv1d(padding=K-1) on the whole sequence, one position at a time.
-The Triton twin is models.ops.triton_state_update.conv_state_update_triton.
+The Triton twin is models.ops.triton_conv.conv_state_update_triton.
 """
 
 from __future__ import annotations

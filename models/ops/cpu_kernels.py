@@ -1,4 +1,5 @@
-"""A fused selective scan for the CPU, in C, compiled on first use.
+"""The CPU kernels, in C, compiled on first use: the fused selective scan, the causal conv's
+decode step and the RMS norms of the decode step.
 
 Why C: in PyTorch the scan is a chain of passes over (chunk, d, n) tensors (discretise, outer
 product, one fused multiply-add per token, contraction with C), each streaming megabytes
@@ -14,7 +15,7 @@ Threads: the channel blocks are split among torch.get_num_threads() Python threa
 drops the GIL); no OpenMP runtime is linked. The kernels are compiled with the system C
 compiler (no torch headers, ~1 s) into a per-user cache keyed by the source's hash, and called
 through ctypes on contiguous float32 tensors. Where no compiler is found, `available()` is False and callers use the PyTorch scan.
-Same contract as selective_scan.selective_scan_ref (token-major, float32 state).
+The scan has the contract of selective_scan.selective_scan_ref (token-major, float32 state).
 """
 
 from __future__ import annotations
@@ -128,10 +129,10 @@ def _compile() -> ctypes.CDLL:
     key = hashlib.sha256((SOURCE + " ".join(CFLAGS) + compiler).encode()).hexdigest()[:16]
     cache = Path(os.environ.get("SSM_BENCH_CACHE", Path.home() / ".cache" / "ssm-bench"))
     cache.mkdir(parents=True, exist_ok=True)
-    library = cache / f"cpu_scan_{key}.so"
+    library = cache / f"cpu_kernels_{key}.so"
     if not library.exists():
         with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            src = Path(tmp) / "cpu_scan.c"
+            src = Path(tmp) / "cpu_kernels.c"
             src.write_text(SOURCE)
             out = Path(tmp) / library.name
             subprocess.run([compiler, *CFLAGS, str(src), "-o", str(out), "-lm"], check=True, capture_output=True,
@@ -201,7 +202,7 @@ _pools: dict[int, ThreadPoolExecutor] = {}
 
 def _pool(workers: int) -> ThreadPoolExecutor:
     if workers not in _pools:
-        _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="cpu_scan")
+        _pools[workers] = ThreadPoolExecutor(workers, thread_name_prefix="cpu_kernels")
     return _pools[workers]
 
 

@@ -6,24 +6,28 @@ Prefill scan, on CUDA tensors:
 - else our Triton kernel (models/ops/triton_selective_scan.py), which takes an initial state,
   so chunked and sequential prefill stay on the GPU path;
 - else our chunked PyTorch scan.
-On CPU tensors: our C kernels (models/ops/cpu_scan.py) when a C compiler is there, else PyTorch.
-Decode (one token): the Triton conv update on CUDA, the C one on CPU, else PyTorch; then
-`selective_step` (x_proj's output to the gated y): one fused Triton kernel on CUDA
-(models/ops/triton_fused_step.py), else the norms (C on CPU), dt_proj in PyTorch, and the
+On CPU tensors: our C kernels (models/ops/cpu_kernels.py) when a C compiler is there, else PyTorch.
+Decode (one token): the Triton conv update on CUDA (models/ops/triton_conv.py), the C one on CPU,
+else PyTorch; then `selective_step` (x_proj's output to the gated y): one fused Triton kernel on
+CUDA (models/ops/triton_fused_step.py), else the norms (C on CPU), dt_proj in PyTorch, and the
 state update (C on CPU, else PyTorch). The decode step's other RMS norms, `rms_norm`: one
-Triton kernel on CUDA, one C call on CPU, else PyTorch.
+Triton kernel on CUDA (models/ops/triton_rms_norm.py), one C call on CPU, else PyTorch.
 
-`used` collects the names of the paths taken, so that results can say which code was measured.
-`use_triton = False` sends CUDA tensors to the PyTorch code (to time it against the kernels).
+Every op takes `kernels`, a Kernels: which fast paths it may take, and where it records the
+names of the paths it took, so that results can say which code was measured. A model holds one
+(MambaLM.kernels) and passes it to every op; without one, an op may take every fast path and
+records nowhere.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 from torch._subclasses.fake_tensor import is_fake
 
-from models.ops import causal_conv, cpu_scan
+from models.ops import causal_conv, cpu_kernels
 from models.ops import selective_scan as torch_ops
 
 try:  # optional: the reference CUDA kernels
@@ -33,38 +37,57 @@ except ImportError:
 
 try:  # optional: our Triton kernels (pip install triton; they run on CUDA tensors only)
     from models.ops.triton_selective_scan import selective_scan_triton as _triton_scan
-    from models.ops.triton_state_update import conv_state_update_triton as _triton_conv_update
-    from models.ops.triton_state_update import selective_state_update_triton as _triton_state_update
-    from models.ops.triton_fused_step import rms_norm_triton as _triton_rms_norm
+    from models.ops.triton_conv import conv_state_update_triton as _triton_conv_update
     from models.ops.triton_fused_step import selective_step_fused_triton as _triton_fused_step
+    from models.ops.triton_rms_norm import rms_norm_triton as _triton_rms_norm
+    from models.ops.triton_state_update import selective_state_update_triton as _triton_state_update
 except ImportError:
     _triton_scan = _triton_conv_update = _triton_state_update = _triton_fused_step = _triton_rms_norm = None
 
-used: set[str] = set()
-use_triton: bool = True
-use_cpu_kernels: bool = True  # False sends CPU tensors to the PyTorch code (the readable twin)
+
+@dataclass
+class Kernels:
+    """The choice of code for a model's ops, and the record of what ran.
+
+    triton: CUDA tensors go to our Triton kernels (False: to the PyTorch code, to time it against them).
+    cpu: CPU tensors go to the C kernels (False: to the PyTorch code, the readable twin).
+    used: the names of the paths taken, added to as the ops run.
+    """
+
+    triton: bool = True
+    cpu: bool = True
+    used: set[str] = field(default_factory=set)
 
 
-def _cpu_fast(t: Tensor) -> bool:
+def _choice(kernels: Kernels | None) -> Kernels:
+    return Kernels() if kernels is None else kernels
+
+
+def _cpu_fast(t: Tensor, kernels: Kernels) -> bool:
     """Real CPU storage: not CUDA, meta, fake (FakeTensorMode) or being traced by torch.compile."""
-    return (use_cpu_kernels and t.device.type == "cpu" and not is_fake(t) and not torch.compiler.is_compiling()
-            and cpu_scan.available())
+    return (kernels.cpu and t.device.type == "cpu" and not is_fake(t) and not torch.compiler.is_compiling()
+            and cpu_kernels.available())
+
+
+def _triton(kernel, t: Tensor, kernels: Kernels) -> bool:
+    return kernel is not None and kernels.triton and t.is_cuda
 
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None,
                    z: Tensor | None = None, initial_state: Tensor | None = None,
-                   chunk_size: int = 64) -> tuple[Tensor, Tensor]:
+                   chunk_size: int = 64, kernels: Kernels | None = None) -> tuple[Tensor, Tensor]:
     """Token-major contract of selective_scan_chunked: u, delta, z (b, l, d); B, C (b, l, n)."""
+    kernels = _choice(kernels)
     if _mamba_ssm_scan is not None and u.is_cuda and initial_state is None:
-        used.add("mamba_ssm")
+        kernels.used.add("mamba_ssm")
         return mamba_ssm_scan(u, delta, A, B, C, D, z)
-    if _triton_scan is not None and use_triton and u.is_cuda:
-        used.add("triton")
+    if _triton(_triton_scan, u, kernels):
+        kernels.used.add("triton")
         return _triton_scan(u, delta, A, B, C, D, z, initial_state=initial_state)
-    if _cpu_fast(u):
-        used.add("cpu_c")
-        return cpu_scan.selective_scan_cpu(u, delta, A, B, C, D, z, initial_state=initial_state)
-    used.add("torch_chunked")
+    if _cpu_fast(u, kernels):
+        kernels.used.add("cpu_c")
+        return cpu_kernels.selective_scan_cpu(u, delta, A, B, C, D, z, initial_state=initial_state)
+    kernels.used.add("torch_chunked")
     return torch_ops.selective_scan_chunked(u, delta, A, B, C, D, z, initial_state=initial_state,
                                             chunk_size=chunk_size)
 
@@ -90,66 +113,71 @@ def mamba_ssm_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
 
 
 def selective_state_update(state: Tensor, u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor,
-                           D: Tensor | None = None, z: Tensor | None = None) -> Tensor:
+                           D: Tensor | None = None, z: Tensor | None = None, kernels: Kernels | None = None) -> Tensor:
     """Contract of selective_scan.selective_state_update: state (b, d, n) float32, updated in place."""
-    if _triton_state_update is not None and use_triton and state.is_cuda:
-        used.add("triton_state_update")
+    kernels = _choice(kernels)
+    if _triton(_triton_state_update, state, kernels):
+        kernels.used.add("triton_state_update")
         return _triton_state_update(state, u, delta, A, B, C, D, z)
-    if _cpu_fast(state) and state.is_contiguous():
-        used.add("cpu_c_state_update")
-        return cpu_scan.selective_state_update_cpu(state, u, delta, A, B, C, D, z)
-    used.add("torch_state_update")
+    if _cpu_fast(state, kernels) and state.is_contiguous():
+        kernels.used.add("cpu_c_state_update")
+        return cpu_kernels.selective_state_update_cpu(state, u, delta, A, B, C, D, z)
+    kernels.used.add("torch_state_update")
     return torch_ops.selective_state_update(state, u, delta, A, B, C, D, z)
 
 
 def selective_step(state: Tensor, x: Tensor, z: Tensor | None, x_dbl: Tensor, dt_proj_weight: Tensor,
                    dt_proj_bias: Tensor | None, A: Tensor, D: Tensor | None, dt_rank: int, d_state: int,
-                   rms_eps: float | None = None) -> Tensor:
+                   rms_eps: float | None = None, kernels: Kernels | None = None) -> Tensor:
     """Contract of selective_scan.selective_step_ref: x_proj's output x_dbl (b, R + 2N) to y (b, D);
     state (b, D, N) float32, updated in place."""
-    if _triton_fused_step is not None and use_triton and state.is_cuda:
-        used.add("triton_fused_step")
+    kernels = _choice(kernels)
+    if _triton(_triton_fused_step, state, kernels):
+        kernels.used.add("triton_fused_step")
         return _triton_fused_step(state, x, z, x_dbl, dt_proj_weight, dt_proj_bias, A, D, dt_rank, d_state,
                                   rms_eps)
     # The unfused sequence (selective_step_ref), with the norms and the state update dispatched.
     dt, B, C = torch_ops.dt_B_C(x_dbl, dt_proj_weight, dt_proj_bias, dt_rank, d_state, rms_eps,
-                                normalize=rms_normalize)
-    return selective_state_update(state, x, dt, A, B, C, D, z)
+                                normalize=lambda t, eps: rms_normalize(t, eps, kernels))
+    return selective_state_update(state, x, dt, A, B, C, D, z, kernels)
 
 
-def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+def rms_norm(x: Tensor, weight: Tensor, eps: float, kernels: Kernels | None = None) -> Tensor:
     """Contract of selective_scan.rms_norm_ref: RMSNorm(x.to(weight.dtype)), x (b, H) -> (b, H)."""
-    if _triton_rms_norm is not None and use_triton and x.is_cuda:
-        used.add("triton_rms_norm")
+    kernels = _choice(kernels)
+    if _triton(_triton_rms_norm, x, kernels):
+        kernels.used.add("triton_rms_norm")
         return _triton_rms_norm(x, weight, eps)
-    if _cpu_norm(x) and weight.dtype == torch.float32:
-        used.add("cpu_c_rms_norm")
-        return cpu_scan.rms_norm_cpu(x, weight, eps)
+    if _cpu_norm(x, kernels) and weight.dtype == torch.float32:
+        kernels.used.add("cpu_c_rms_norm")
+        return cpu_kernels.rms_norm_cpu(x, weight, eps)
     return torch_ops.rms_norm_ref(x, weight, eps)
 
 
-def rms_normalize(x: Tensor, eps: float) -> Tensor:
+def rms_normalize(x: Tensor, eps: float, kernels: Kernels | None = None) -> Tensor:
     """Weightless RMS norm (Falcon Mamba's dt, B, C) of a decode step's (b, X) rows, in x's dtype."""
-    if _cpu_norm(x):
-        used.add("cpu_c_rms_norm")
-        return cpu_scan.rms_norm_cpu(x, None, eps)
+    kernels = _choice(kernels)
+    if _cpu_norm(x, kernels):
+        kernels.used.add("cpu_c_rms_norm")
+        return cpu_kernels.rms_norm_cpu(x, None, eps)
     return torch_ops.rms_normalize(x, eps)
 
 
-def _cpu_norm(x: Tensor) -> bool:
+def _cpu_norm(x: Tensor, kernels: Kernels) -> bool:
     # The C norm takes float32 rows with a unit-stride last dim (decode-step sizes).
-    return x.dtype == torch.float32 and x.dim() == 2 and x.stride(1) == 1 and _cpu_fast(x)
+    return x.dtype == torch.float32 and x.dim() == 2 and x.stride(1) == 1 and _cpu_fast(x, kernels)
 
 
 def conv_state_update(conv_state: Tensor, x: Tensor, weight: Tensor, bias: Tensor | None = None,
-                      silu: bool = True) -> Tensor:
+                      silu: bool = True, kernels: Kernels | None = None) -> Tensor:
     """Contract of causal_conv.conv_state_update: conv_state (b, d, K) updated in place, returns (b, d)."""
-    if _triton_conv_update is not None and use_triton and conv_state.is_cuda:
-        used.add("triton_conv_update")
+    kernels = _choice(kernels)
+    if _triton(_triton_conv_update, conv_state, kernels):
+        kernels.used.add("triton_conv_update")
         return _triton_conv_update(conv_state, x, weight, bias, silu)
-    if silu and _cpu_fast(conv_state) and conv_state.dtype == x.dtype == weight.dtype == torch.float32 \
+    if silu and _cpu_fast(conv_state, kernels) and conv_state.dtype == x.dtype == weight.dtype == torch.float32 \
             and conv_state.is_contiguous():
-        used.add("cpu_c_conv_update")
-        return cpu_scan.conv_state_update_cpu(conv_state, x, weight, bias)
-    used.add("torch_conv_update")
+        kernels.used.add("cpu_c_conv_update")
+        return cpu_kernels.conv_state_update_cpu(conv_state, x, weight, bias)
+    kernels.used.add("torch_conv_update")
     return causal_conv.conv_state_update(conv_state, x, weight, bias, silu)
