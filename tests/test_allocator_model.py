@@ -117,3 +117,27 @@ def test_the_cuda_simulation_replays_through_the_allocator():
         del a
         c = torch.empty(60 * MB, dtype=torch.uint8)  # noqa: F841
     assert m.oom and "allocator" in m.error
+
+
+def test_a_gpu_simulation_of_transformers_falcon_mamba_is_refused():
+    """pairing=release runs the Mamba through transformers' FalconMamba; on fake tensors that is its
+    CPU slow path (a loop per token), not what a GPU runs: a config error, not hours of wrong numbers."""
+    from pathlib import Path
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from bench.config import ConfigError, register_configs
+
+    register_configs()
+    configs = str(Path(__file__).resolve().parent.parent / "configs")
+    with initialize_config_dir(config_dir=configs, version_base="1.3"):
+        release = compose("config", overrides=["experiment=generation_130k_sampled", "model=falcon_mamba_7b",
+                                               "scenario.measure=simulate", "pairing=release"])
+        best = compose("config", overrides=["experiment=generation_130k_sampled", "model=falcon_mamba_7b",
+                                            "scenario.measure=simulate"])
+    with pytest.raises(Exception) as e:
+        OmegaConf.to_object(release)
+    assert isinstance(e.value, ConfigError) or isinstance(e.value.__cause__, ConfigError)
+    assert "pairing=best" in str(e.value)
+    assert OmegaConf.to_object(best).model.impl == "ssm_bench"
