@@ -192,21 +192,10 @@ def v2_tasks(rules: dict[str, Rule], manager, data_source: str = "local", overri
 def v2_doc_counts(rules: dict[str, Rule] = V2_RULES, data_source: str = "local") -> dict[str, int]:
     """{lm-eval task: number of documents it scores without a limit}, from the engine's task
     objects (no model run); tasks whose data is missing are left out."""
-    from lm_eval.tasks import get_task_dict
-
     manager = v2_task_manager()
     specs, _ = v2_tasks(rules, manager, data_source)
-    counts = {}
-
-    def walk(d):
-        for name, value in d.items():
-            if isinstance(value, dict):
-                walk(value)
-            else:
-                counts[name] = len(value.eval_docs)
-
-    walk(get_task_dict(specs, manager) if specs else {})
-    return counts
+    tasks = manager.load(specs)["tasks"] if specs else {}
+    return {name: len(task.eval_docs) for name, task in tasks.items()}
 
 
 def _mean_stderr(values: list[float]) -> float | None:
