@@ -251,7 +251,7 @@ def tiny_run(model: str, **scenario):
     arch = {"vim_ti": ["model.architecture.embed_dim=16", "model.architecture.depth=2"],
             "deit_ti": ["model.architecture.hidden_size=24", "model.architecture.num_hidden_layers=2",
                         "model.architecture.intermediate_size=48"]}[model]
-    settings = {"resolutions": "[32,64]", "simulate_resolutions": "[64]", "repeats": 2, "warmup": 0,
+    settings = {"resolutions": "[32,64]", "simulate_resolutions": "[48,64]", "repeats": 2, "warmup": 0,
                 "progress": "false", "budgets": "[tiny_budget]", "batch_size": 2, **scenario}
     cfg = load([f"model={model}", "scenario=vision", *arch, *(f"scenario.{k}={v}" for k, v in settings.items())])
     return vision.run(cfg)
@@ -260,7 +260,9 @@ def tiny_run(model: str, **scenario):
 @pytest.mark.slow  # ~10 s alone, minutes on a busy machine: six model builds, timed forwards, fake trials
 def test_scenario_rows_at_a_tiny_size():
     rows = tiny_run("deit_ti") + tiny_run("vim_ti", attention="[sdpa]")
-    measured = [r for r in rows if r["source"] == "measured"]
+    measured = [r for r in rows if r["source"] == "measured" and "image_size" in r]
+    exponents = {(r["attention"], r["source"]) for r in rows if r["metric"] == "memory_exponent"}
+    assert exponents == {(a, s) for a in ("sdpa", "eager", "none") for s in ("measured", "simulated")}
     kinds = {(r["model_type"], r["attention"]) for r in rows}
     assert kinds == {("deit", "sdpa"), ("deit", "eager"), ("vim", "none")}
     for r in measured:
@@ -273,7 +275,7 @@ def test_scenario_rows_at_a_tiny_size():
     assert all(peaks[k[:2] + (64,)] > peaks[k[:2] + (32,)] for k in peaks)  # more tokens, more memory
     simulated = [r for r in rows if r["source"] == "simulated"]
     fits = [r for r in simulated if r["metric"] == "max_batch"]
-    assert len(fits) == 3 and all(r["value"] >= 1 and r["fit_check"].startswith("checked") for r in fits)
+    assert len(fits) == 6 and all(r["value"] >= 1 and r["fit_check"].startswith("checked") for r in fits)
 
 
 def test_max_batch_is_the_largest_that_fits():
