@@ -22,6 +22,23 @@ def synchronize(device: torch.device):
         torch.cuda.synchronize(device)
 
 
+def timed_calls(fn, device: torch.device, repeats: int, warmup: int = 1) -> list[float]:
+    """Seconds of each of `repeats` calls of fn after `warmup` untimed ones (compile, warm the
+    allocator), with the device synchronised around each: a GPU's queued work counts where it ran."""
+    import time
+
+    for _ in range(warmup):
+        fn()
+    seconds = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
 def reset_peak_memory(device: torch.device):
     if device.type == "cuda":
         torch.cuda.empty_cache()

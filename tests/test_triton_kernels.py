@@ -22,8 +22,8 @@ if not CUDA:
 triton = pytest.importorskip("triton")
 
 from models.mamba import MambaConfig, MambaLM, RMSNorm  # noqa: E402
-from models.ops import (causal_conv, cpu_kernels, scan_backend, triton_conv, triton_fused_step,  # noqa: E402
-                        triton_rms_norm, triton_selective_scan, triton_state_update)
+from models.ops import (causal_conv, cpu_kernels, triton_conv, triton_fused_step, triton_rms_norm,  # noqa: E402
+                        triton_selective_scan, triton_state_update)
 from models.ops.selective_scan import (rms_norm_ref, selective_scan_ref, selective_state_update,  # noqa: E402
                                        selective_step_ref)
 

@@ -14,13 +14,12 @@ and the in-repo/transformers ratio of each ("speedup", "memory_ratio").
 from __future__ import annotations
 
 import statistics
-import time
 
 import torch
 import transformers
 
 from bench.backends.transformers import CLASSES, TransformersBackend
-from bench.device import synchronize
+from bench.device import timed_calls
 from bench.memory.trackers import make_tracker
 from bench.schema import BYTES, RATIO, TOKENS_PER_S
 from models.hf import transformers_config
@@ -103,16 +102,7 @@ def _decode(backend, first_token, n: int):
 
 
 def _median_rate(fn, tokens: int, warmup: int, repeats: int, device) -> float:
-    for _ in range(warmup):
-        fn()
-    rates = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        rates.append(tokens / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return statistics.median(tokens / s for s in timed_calls(fn, device, repeats, warmup))
 
 
 def _prefill_peak_bytes(backend, length: int, vocab: int) -> int:

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 
 import torch
 
-from bench.device import synchronize
+from bench.device import timed_calls
 from bench.schema import RATIO, SECONDS
 
 LOADS_MODEL = True  # nothing to load: the kernels are called on synthetic inputs
@@ -109,15 +108,7 @@ def _agreement(device, sc) -> list[dict]:
 
 
 def _median_seconds(fn, device, repeats: int) -> float:
-    fn()  # compile, warm the allocator
-    times = []
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed_calls(fn, device, repeats))
 
 
 def _scan_speed(device, sc, scan_backend) -> list[dict]:
