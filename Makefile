@@ -8,21 +8,35 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv test test-faults test-all bench bench-pairing gpu-check bench-throughput bench-probes bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals bench-leaderboard test-leaderboard report notebook lighteval-env test-lighteval data tokenizers clean
+.PHONY: venv lock test test-faults test-all bench bench-pairing gpu-check bench-throughput bench-probes bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals bench-leaderboard test-leaderboard report notebook lighteval-env test-lighteval data tokenizers clean
 
 venv: $(STAMP)
 
 # A machine that already has torch (a GPU box) keeps it: the venv sees system packages.
 # Elsewhere torch==2.13.0 goes in first (the CPU wheel on disk), so the project's torch
 # range is already satisfied and pip downloads no multi-GB CUDA build.
-$(STAMP): pyproject.toml
+# Every other package at the exact version of requirements/lock.txt (`make lock` refreshes it).
+$(STAMP): pyproject.toml requirements/lock.txt
 	@if [ ! -x $(PY) ]; then \
 	  if $(PYTHON) -c "import torch" 2>/dev/null; then $(PYTHON) -m venv --system-site-packages $(VENV); \
 	  else $(PYTHON) -m venv $(VENV); fi; \
 	fi
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -c requirements/lock.txt -e ".[dev]"
 	@touch $@
+
+# Re-resolve requirements/lock.txt from pyproject.toml with uv (the versions already locked are
+# kept where they still fit; `make lock UPGRADE=1` takes the newest). torch and triton (whose
+# version goes with torch's build) are left out: the machine's own torch, or the 2.13 CPU wheel,
+# is installed first and recorded in every run. The resolution holds torch at the venv's build,
+# found where pip finds it (pip's find-links).
+FIND_LINKS ?= $(shell $(PY) -m pip config get global.find-links 2>/dev/null)
+lock: $(STAMP)
+	@$(PY) -m pip install -q uv
+	@$(PY) -c "import torch; print('torch==' + torch.__version__)" > $(VENV)/torch-constraint.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -c $(VENV)/torch-constraint.txt \
+	  $(addprefix --find-links ,$(FIND_LINKS)) --no-emit-package torch --no-emit-package triton \
+	  --no-header --no-annotate $(if $(UPGRADE),--upgrade) -o requirements/lock.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not lighteval and not faults"
