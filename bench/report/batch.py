@@ -137,9 +137,8 @@ def plot_batch(df: pd.DataFrame) -> Figure | None:
     right.set_ylim(bottom=0)
     subtitle(fig, d, keys)
     fig.tight_layout()
-    handles = [h for ax in (left, right) for h in ax.get_legend_handles_labels()[0]]
+    # One legend under both panels: every series has memory trials; a timed one has throughput too.
+    handles, labels = (right if right.get_legend_handles_labels()[0] else left).get_legend_handles_labels()
     if handles:
-        from bench.report.plots import legend_outside
-
-        legend_outside(right if right.get_legend_handles_labels()[0] else left)
+        fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), fontsize=7, frameon=False)
     return fig
