@@ -25,7 +25,6 @@ from bench.config import ConfigError
 from models.mamba import MambaConfig, MambaLM, num_params, rms_normalize
 
 SCENARIO_SET = ("hidden_size", "vocab_size")  # the probe's to set, not the YAML's
-TRANSFORMER_FAMILIES = ("llama", "mistral")
 
 
 def architecture(model_cfg, d_model: int, vocab: int, max_len: int) -> dict:
