@@ -219,6 +219,8 @@ def plain_ticks(ax, axis: str = "x") -> None:
     formatter = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
     for a in ([ax.xaxis] if axis == "x" else [ax.yaxis] if axis == "y" else [ax.xaxis, ax.yaxis]):
         a.set_major_formatter(formatter)
+        # Under two decades matplotlib labels minor ticks too, as 2×10²: plain 200, 500, 2,000 ... instead.
+        a.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 and f"{v:.0e}"[0] in "25" else ""))
 
 
 def byte_unit(largest: float) -> tuple[float, str]:
@@ -261,9 +263,9 @@ def plot_generation_throughput(df: pd.DataFrame) -> Figure | None:
     ax.set_ylabel("tokens/s (whole batch, per window)")
     ax.set_title("Generation throughput as the sequence grows")
     ax.grid(alpha=0.3, which="both")
-    legend_outside(ax)
     subtitle(fig, d, cols)
-    fig.tight_layout()
+    fig.tight_layout()  # before the legend, as in the memory figure: many series must not squeeze the axes
+    legend_outside(ax)
     return fig
 
 
