@@ -436,10 +436,10 @@ class BenchConfig:
             raise ConfigError(f"threads: must be >= 0, got {self.threads}")
 
 
-SCENARIO_SCHEMAS = {"generation": GenerationConfig, "crosscheck": CrossCheckConfig,
-                    "implementation": ImplementationConfig, "leaderboard": LeaderboardConfig, "kernels": KernelsConfig,
-                    "max_seq_len": MaxSeqLenConfig, "vision": VisionConfig, "batch": BatchConfig,
-                    "probe": ProbeConfig}
+# Each scenario's schema, by the name it gives itself (bench/scenarios/__init__.py registers the same names).
+SCENARIO_SCHEMAS = {schema.name: schema for schema in (
+    GenerationConfig, CrossCheckConfig, ImplementationConfig, LeaderboardConfig, KernelsConfig, MaxSeqLenConfig,
+    VisionConfig, BatchConfig, ProbeConfig)}
 
 
 MAX_DIRNAME = 100  # characters of a job directory's name; longer override sets are hashed

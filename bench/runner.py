@@ -16,7 +16,6 @@ A finished job is skipped on rerun only if its config and code fingerprints are 
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import signal
@@ -35,24 +34,12 @@ from bench.jobdir import write_atomic
 from bench.contention import LoadMeter, contention_reason, measurement_lock
 from bench.environment import environment
 from bench.fingerprint import fingerprint
+from bench.scenarios import SCENARIOS
 from bench.schema import COLUMNS, STATUSES
 
 log = logging.getLogger(__name__)
 
 RESULTS = "results.parquet"
-SCENARIOS = {  # scenario name -> module with run(cfg, backend, out_dir) -> rows
-    "generation": "bench.scenarios.generation",
-    "crosscheck": "bench.scenarios.crosscheck",
-    "implementation": "bench.scenarios.implementation",
-    "leaderboard": "bench.scenarios.leaderboard",
-    "max_seq_len": "bench.scenarios.max_seq_len",
-    "kernels": "bench.scenarios.kernels",
-    "batch": "bench.scenarios.batch",
-    "vision": "bench.scenarios.vision",
-    "probe": "bench.scenarios.probe",  # trains its model: its timing rows flag themselves
-}
-# Scenarios whose numbers are timings: a busy machine or a missing lock flags them.
-TIMED = ("generation", "crosscheck", "implementation", "batch", "vision")
 HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
@@ -168,30 +155,24 @@ def measure(cfg, out_dir: Path | None = None) -> list[dict]:
     from bench.backends import get_backend_class
     from bench.backends.base import InvalidOutput
     from bench.device import DTYPES, resolve_device
-    from bench import pairing
-    from bench.scenarios.generation import longest_sequence
 
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.hardware.device)
-    scenario = importlib.import_module(SCENARIOS[cfg.scenario.name])
-    if getattr(scenario, "BUILDS_OWN_MODEL", False):  # not a language model (vision): no LM backend
+    spec = SCENARIOS[cfg.scenario.name]
+    scenario = spec.load()
+    if spec.model == "none":
         try:
             return scenario.run(cfg, None, out_dir)
         except InvalidOutput as e:
             return [{"device": str(device), **invalid_row(e)}]
     backend_cls = get_backend_class(cfg.model.impl)
-    kwargs = {}
-    if cfg.model.impl == "transformers" and hasattr(cfg.scenario, "kv_cache"):
-        kwargs = {"kv_cache": cfg.scenario.kv_cache,
-                  "max_cache_len": longest_sequence(cfg.scenario) + 1}
-    decodes = hasattr(cfg.scenario, "kv_cache")  # the scenarios that step a decoder have a cache setting
-    if decodes and cfg.model.impl in ("ssm_bench", "transformers"):
-        kwargs["decode"] = pairing.decode(cfg)  # eager | compile | graph (bench/pairing.py)
-    backend = backend_cls(cfg.model, device, DTYPES[cfg.dtype], **kwargs)
-    # max_seq_len, and any scenario under measure=simulate, builds it itself (fake tensors)
-    loads_itself = getattr(scenario, "LOADS_MODEL", False) or getattr(cfg.scenario, "measure", None) == "simulate"
+    # A decoding scenario gets the pairing's cache and decode path (each backend reads its own).
+    options = backend_cls.run_options(cfg) if spec.decodes else {}
+    backend = backend_cls(cfg.model, device, DTYPES[cfg.dtype], **options)
+    # Under measure=simulate every scenario builds the model itself (fake tensors).
+    loads_itself = spec.model == "scenario" or getattr(cfg.scenario, "measure", None) == "simulate"
     try:
         if not loads_itself:
             backend.load()
@@ -199,7 +180,8 @@ def measure(cfg, out_dir: Path | None = None) -> list[dict]:
                 log.warning("%s", mismatch)
             backend.probe()  # finite logits and state on a short prompt, before anything is timed
         # Compile / graph capture before the scenario: its time is a row of its own, never in a throughput.
-        rows = backend.prepare_decode(getattr(cfg.scenario, "batch_size", 1)) if decodes and not loads_itself else []
+        rows = backend.prepare_decode(getattr(cfg.scenario, "batch_size", 1)) \
+            if spec.decodes and not loads_itself else []
         rows += scenario.run(cfg, backend, out_dir)
     except InvalidOutput as e:
         rows = [invalid_row(e)]
@@ -273,7 +255,7 @@ def to_table(rows: list[dict], cfg, run_id: str, load: dict | None = None, held_
 
 def _flag(table: pd.DataFrame, cfg, load: dict, held_lock: bool) -> None:
     """Mark measured timings taken on a busy machine or without the lock as flagged."""
-    if cfg.scenario.name not in TIMED:
+    if not SCENARIOS[cfg.scenario.name].timed:
         return
     reasons = [r for r in (contention_reason(load),
                            None if held_lock else "measured without the measurement lock (lock=false)") if r]

@@ -28,7 +28,7 @@ from bench.schema import MEASURED, STATUSES
 
 pytestmark = pytest.mark.faults
 REPO = Path(__file__).resolve().parent.parent
-SWEEP = ["model=dummy", "model.arch=ssm,transformer", "scenario.new_tokens=300,600", "scenario.window=50",
+SWEEP = ["scenario=generation", "model=dummy", "model.arch=ssm,transformer", "scenario.new_tokens=300,600", "scenario.window=50",
          "scenario.repeats=1", "scenario.warmup_tokens=2", "scenario.progress=false", "allow_failures=true"]
 TRIALS = int(os.environ.get("FAULT_TRIALS", "20"))
 STARTED: list[subprocess.Popen] = []  # every sweep, killed at the end whatever a test left running

@@ -7,6 +7,7 @@ from omegaconf import OmegaConf
 
 from bench import runner
 from bench.precheck import expand
+from bench.scenarios import SCENARIOS
 from bench.schema import MEASURED
 from tests.test_harness import REPO, load
 
@@ -32,7 +33,7 @@ def test_every_check_is_a_job_of_the_preset_and_validates():
     for check in CHECKS:
         cfg = load(["experiment=gpu_check", f"+check={check}"])
         assert cfg.experiment == "gpu_check" and cfg.dtype == "bfloat16" and cfg.hardware.name == "h200"
-        assert cfg.model.name in ("falcon_mamba_7b", "llama_3_1_8b") and cfg.scenario.name in runner.SCENARIOS
+        assert cfg.model.name in ("falcon_mamba_7b", "llama_3_1_8b") and cfg.scenario.name in SCENARIOS
     pairings = {c: load(["experiment=gpu_check", f"+check={c}"]).pairing for c in CHECKS if c.endswith(("best", "release"))}
     assert pairings == {"mamba_best": "best", "llama_best": "best", "mamba_release": "release",
                         "llama_release": "release"}

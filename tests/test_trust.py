@@ -47,6 +47,8 @@ def dummy(*overrides, isolate=False):
 
 def bench(results: Path, *overrides, timeout=300, wait=True):
     flags = [o for o in overrides if o.startswith("-")]  # Hydra's flags go before the overrides
+    if not any(o.startswith("scenario=") for o in overrides):  # the default experiment sweeps scenarios
+        overrides = ("scenario=generation", *overrides)
     cmd = [sys.executable, "-m", "bench", *flags, f"results_dir={results}", *[o for o in overrides if o not in flags]]
     if not wait:
         return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

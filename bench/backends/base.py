@@ -78,6 +78,12 @@ class Backend(ABC):
         """Settings recorded with every row of this backend's results."""
         return {"impl": self.NAME, "arch": self.arch}
 
+    @classmethod
+    def run_options(cls, cfg) -> dict:
+        """Constructor arguments of a decoding scenario's run: what the pairing (bench/pairing.py)
+        and the scenario ask of this backend. Backends with no choices take none."""
+        return {}
+
     def prepare_decode(self, batch_size: int) -> list[dict]:
         """Get the decode path ready before anything is timed (compile, capture a graph) and return
         rows about it (compile_time, ...). Eager backends have nothing to prepare."""

@@ -22,6 +22,12 @@ from bench.schema import SECONDS
 class SsmBenchBackend(Backend):
     NAME = "ssm_bench"
 
+    @classmethod
+    def run_options(cls, cfg) -> dict:
+        from bench import pairing
+
+        return {"decode": pairing.decode(cfg)}
+
     def __init__(self, model_cfg, device, dtype, decode: str = "eager"):
         super().__init__(model_cfg, device, dtype)
         if decode not in ("eager", "graph"):

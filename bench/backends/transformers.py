@@ -39,6 +39,14 @@ CLASSES = {
 class TransformersBackend(Backend):
     NAME = "transformers"
 
+    @classmethod
+    def run_options(cls, cfg) -> dict:
+        from bench import pairing
+        from bench.scenarios.generation import longest_sequence
+
+        return {"kv_cache": cfg.scenario.kv_cache, "max_cache_len": longest_sequence(cfg.scenario) + 1,
+                "decode": pairing.decode(cfg)}
+
     def __init__(self, model_cfg, device, dtype, kv_cache: str = "dynamic", max_cache_len: int | None = None,
                  decode: str = "eager"):
         super().__init__(model_cfg, device, dtype)
@@ -94,8 +102,9 @@ class TransformersBackend(Backend):
     def _new_cache(self, batch_size: int, prompt_len: int):
         if self.kv_cache != "static" or self.arch != "transformer":
             return None  # transformers creates a DynamicCache (or its Mamba's cache)
-        # Room for the prompt and a step, at least: probe()'s prompt may be longer than the scenario's.
-        length = max(self.max_cache_len or 0, prompt_len + 1)
+        # Room for the prompt and a step, at least: probe()'s prompt may be longer than the scenario's,
+        # and prepare_decode()'s timed decode on a CPU runs CALIBRATION_STEPS after its own prompt.
+        length = max(self.max_cache_len or 0, prompt_len + 1, CALIBRATION_PROMPT + CALIBRATION_STEPS + 1)
         cache = self._static
         layer = cache.layers[0] if cache is not None else None
         if layer is not None and layer.max_cache_len >= length and getattr(layer, "batch_size", batch_size) == batch_size:

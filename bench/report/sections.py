@@ -24,7 +24,7 @@ from bench.report.load import JOB_STATES, Collection
 from bench.report.rows import (FLAG, FLAG_NOTE, groups, key_cells, label, legend_columns, model_label, recorded,
                                series, shown_rows, text)
 from bench.report.tables import fmt_bytes, fmt_number, fmt_time, fmt_value, parse_time
-from bench.report.validate import SCENARIOS
+from bench.scenarios import SCENARIOS
 from bench.schema import CROSSCHECK_TOOLS, LOAD_COLUMNS, STATUSES
 
 SCENARIO_TITLES = {

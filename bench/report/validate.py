@@ -16,10 +16,11 @@ from __future__ import annotations
 import pandas as pd
 
 from bench.memory.search import VERDICTS  # max_seq_len's verdicts
+from bench.scenarios import SCENARIOS
 from bench.schema import ARCHS, COLUMNS, LOAD_COLUMNS, SOURCES, STATUSES
 
 PREFILL_MODES = ("parallel", "sequential")
-SCENARIOS = ("generation", "crosscheck", "implementation", "max_seq_len", "leaderboard", "vision", "probe", "batch")
+
 
 # Column -> allowed values; checked on non-empty cells only, and only where the column exists.
 ALLOWED = {"arch": ARCHS, "source": SOURCES, "status": STATUSES, "verdict": VERDICTS,

@@ -41,7 +41,6 @@ from bench.memory.trackers import MemoryTracker, SimulateTracker, make_tracker
 
 # The runner leaves loading to this scenario under measure=simulate (fake tensors); a measured
 # search adopts the runner's loaded model.
-LOADS_MODEL = False
 
 
 def sweep(max_batch: int) -> list[int]:

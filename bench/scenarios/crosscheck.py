@@ -48,7 +48,6 @@ from bench.optimum_runner import OptimumSettings, import_optimum_benchmark, run_
 from bench.scenarios.generation import measure_repeats, random_prompt
 from bench.schema import BYTES, CROSSCHECK_TOOLS, RATIO, SECONDS, TOKENS_PER_S
 
-LOADS_MODEL = True  # the process's baseline RSS is read before the model is loaded
 LOOP, GENERATE, OPTIMUM = CROSSCHECK_TOOLS
 # metric -> unit, for the figures compared (the CUDA allocator's on CUDA only)
 COMPARED = {"decode_throughput": TOKENS_PER_S, "ttft": SECONDS, "peak_rss": BYTES,

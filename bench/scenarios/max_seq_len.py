@@ -89,10 +89,6 @@ def make_trial(backend, tracker: MemoryTracker, budget: int, mode: str, chunk_si
     return trial
 
 
-# The runner leaves loading to this scenario: under measure=simulate the model must be built
-# inside FakeTensorMode, never for real.
-LOADS_MODEL = True
-
 
 def run(cfg, backend, out_dir=None) -> list[dict]:
     """The harness's entry: cfg is the whole BenchConfig."""

@@ -34,7 +34,6 @@ from bench.schema import RATIO, SECONDS, TOKENS_PER_S
 
 log = logging.getLogger(__name__)
 
-LOADS_MODEL = True  # builds, trains and reloads its own model (runner.measure loads nothing)
 WEIGHTS = "weights"  # the trained model's directory inside the run directory
 LOSS_POINTS = 50  # train_loss rows: about this many, evenly spaced
 NATS = "nats"

@@ -27,7 +27,7 @@ the host's available memory: a resolution that would not fit becomes a failed ro
 swapping machine.
 
 The model is built here from the model config (no language-model backend): the runner calls
-run(cfg, None, out_dir) for scenarios that set BUILDS_OWN_MODEL.
+run(cfg, None, out_dir) for it (bench/scenarios/__init__.py: model="none").
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ from bench.schema import BYTES
 
 log = logging.getLogger(__name__)
 
-BUILDS_OWN_MODEL = True  # an image classifier, not a language model: no LM backend is built
 IMAGES_PER_S = "images/s"
 IMAGES = "images"
 NO_ATTENTION = "none"  # the attention column of an SSM's rows
