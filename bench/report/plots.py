@@ -219,8 +219,17 @@ def plain_ticks(ax, axis: str = "x") -> None:
     formatter = FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}")
     for a in ([ax.xaxis] if axis == "x" else [ax.yaxis] if axis == "y" else [ax.xaxis, ax.yaxis]):
         a.set_major_formatter(formatter)
-        # Under two decades matplotlib labels minor ticks too, as 2×10²: plain 200, 500, 2,000 ... instead.
-        a.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 and f"{v:.0e}"[0] in "25" else ""))
+        a.set_minor_formatter(FuncFormatter(_minor_label(a)))
+
+
+def _minor_label(axis):
+    """Under two decades matplotlib labels minor ticks too (2×10², ...): plain 200, 500, 2,000 there
+    instead, and none on a wider axis (the decades are enough)."""
+    def label(v, _):
+        lo, hi = sorted(axis.get_view_interval())
+        narrow = 0 < lo and hi / lo < 100
+        return f"{v:,.0f}" if narrow and v >= 1 and f"{v:.0e}"[0] in "25" else ""
+    return label
 
 
 def byte_unit(largest: float) -> tuple[float, str]:
