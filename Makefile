@@ -25,7 +25,8 @@ $(STAMP): pyproject.toml requirements/lock.txt
 	$(PY) -m pip install -q -c requirements/lock.txt -e ".[dev]"
 	@touch $@
 
-# Re-resolve requirements/lock.txt from pyproject.toml with uv (the versions already locked are
+# Re-resolve requirements/lock.txt from pyproject.toml, and requirements/lighteval.lock.txt (the
+# lighteval venv's) from requirements/lighteval.in, with uv (the versions already locked are
 # kept where they still fit; `make lock UPGRADE=1` takes the newest). torch and triton (whose
 # version goes with torch's build) are left out: the machine's own torch, or the 2.13 CPU wheel,
 # is installed first and recorded in every run. The resolution holds torch at the venv's build,
@@ -37,6 +38,9 @@ lock: $(STAMP)
 	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11 -c $(VENV)/torch-constraint.txt \
 	  $(addprefix --find-links ,$(FIND_LINKS)) --no-emit-package torch --no-emit-package triton \
 	  --no-header --no-annotate $(if $(UPGRADE),--upgrade) -o requirements/lock.txt
+	$(VENV)/bin/uv pip compile requirements/lighteval.in --python-version 3.11 -c $(VENV)/torch-constraint.txt \
+	  $(addprefix --find-links ,$(FIND_LINKS)) --no-emit-package torch --no-emit-package triton \
+	  --no-header --no-annotate $(if $(UPGRADE),--upgrade) -o requirements/lighteval.lock.txt
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow and not lighteval and not faults"

@@ -3,10 +3,11 @@
 #
 #   bash bench/evals/lighteval_env.sh [VENV_DIR]      (default: .venv-lighteval at the repo root)
 #
-# Order matters (see /work/shared/FIELD-NOTES.md): torch==2.13.0 first, from the CPU wheel on disk,
-# so that lighteval's torch range is already satisfied and pip pulls no multi-GB CUDA build; a
-# machine that already has torch (a GPU box) keeps it via --system-site-packages. xxhash<4 because
-# xxhash 4 breaks lighteval's details logger. The repo goes in with --no-deps so `models` and
+# Order matters: torch==2.13.0 first, from the CPU wheel on disk, so that lighteval's torch range is
+# already satisfied and pip pulls no multi-GB CUDA build; a machine that already has torch (a GPU
+# box) keeps it via --system-site-packages. Then lighteval and the rest at the exact versions of
+# requirements/lighteval.lock.txt (`make lock` refreshes it; xxhash<4 because xxhash 4 breaks
+# lighteval's details logger). The repo goes in with --no-deps so `models` and
 # `bench` import without dragging in lm-eval or hydra. Idempotent: a finished venv is left alone.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -21,7 +22,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 "$PY" -c "import torch" 2>/dev/null || "$PY" -m pip install -q torch==2.13.0
-"$PY" -m pip install -q "lighteval==0.13.*" "xxhash<4"
+"$PY" -m pip install -q -c "$ROOT/requirements/lighteval.lock.txt" -r "$ROOT/requirements/lighteval.in"
 "$PY" -m pip install -q --no-deps -e "$ROOT"
 "$PY" -c "import lighteval, models.mamba" 
 touch "$STAMP"
