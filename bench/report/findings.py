@@ -34,7 +34,8 @@ MODEL_COLUMNS = {"model", "checkpoint", "arch", "family", "architecture", "impl"
 # Said once at the head of a line, when present (what the numbers are and where they come from):
 # column -> how its value reads.
 CONTEXT = {"source": "{}", "device": "{}", "hardware": "{}", "dtype": "{}", "pairing": "pairing {}",
-           "budget_hardware": "{}", "harness": "{}", "suite": "suite {}", "limit": "limit {} per task"}
+           "mode": "{} mode", "budget_hardware": "{}", "harness": "{}", "suite": "suite {}",
+           "limit": "limit {} per task"}
 
 
 def findings(table: pd.DataFrame, figures: list[str]) -> list:
@@ -135,7 +136,7 @@ def _generation(d: pd.DataFrame) -> list[str]:
                 memory.append(f"{name} {growth} ({fmt_bytes(s.iloc[0])} → {fmt_bytes(s.iloc[-1])})")
         if not speed and not memory:
             continue
-        steps = d.loc[d["metric"] == "window_throughput", "step"]
+        steps = g.loc[g["metric"] == "window_throughput", "step"]  # this line's runs, not every run's
         span = f"over {int(steps.max()):,} generated tokens" if steps.notna().any() else ""
         body = []
         if speed:
