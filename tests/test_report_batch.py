@@ -103,3 +103,16 @@ def test_sampled_windows_are_points_on_the_full_mode_axes(tmp_path):
     assert by_mode["sampled"].get_linestyle() == "None" and by_mode["sampled"].get_marker() not in (None, "None")
     assert by_mode["full"].get_linestyle() == "-"
     assert list(by_mode["sampled"].get_xdata()) == [640, 2176]
+
+
+def test_findings_name_the_mode_and_each_line_its_own_span(tmp_path):
+    from bench.report.findings import findings
+
+    write_run(tmp_path / "full", generation_rows("tiny_mamba", "f", lambda s: 100.0, lambda s: 1e9, steps=[64, 128],
+                                                 mode="full"), _config("tiny_mamba", "generation"))
+    write_run(tmp_path / "sampled", generation_rows("tiny_mamba", "s", lambda s: 98.0, lambda s: 1e9,
+                                                    steps=[640, 4224], mode="sampled"),
+              _config("tiny_mamba", "generation"))
+    lines = [line for item in findings(load([tmp_path]).table(), []) if isinstance(item, list) for line in item]
+    assert any("full mode" in line and "over 128 generated tokens" in line for line in lines)
+    assert any("sampled mode" in line and "over 4,224 generated tokens" in line for line in lines)
