@@ -100,7 +100,8 @@ def test_bench_sweep_through_submitit_local(tmp_path):
     repo = Path(__file__).resolve().parent.parent
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "-m", "hydra/launcher=local_submitit", f"results_dir={tmp_path}",
-         "model=tiny_mamba,tiny_llama", "model.vocab_size=512", "scenario.new_tokens=8", "scenario.window=4",
+         "scenario=generation", "model=tiny_mamba,tiny_llama", "model.vocab_size=512", "scenario.new_tokens=8",
+         "scenario.window=4",
          "scenario.repeats=1", "scenario.warmup_tokens=0", "scenario.progress=false", "isolate=false"],
         cwd=repo, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
