@@ -42,6 +42,13 @@ def _one_of(field_name: str, value, allowed):
         raise ConfigError(f"{field_name}: {value!r} is not one of {list(allowed)}")
 
 
+def _profile(field_name: str, value):
+    """A hardware profile chosen for a scenario field: composed from configs/hardware/, not a name."""
+    if value is not None and not hasattr(value, "memory_gib") and not (isinstance(value, dict) and "memory_gib" in value):
+        raise ConfigError(f"{field_name}: {value!r} is not a hardware profile; choose one with "
+                          f"hardware@{field_name}=<name of configs/hardware/*.yaml>")
+
+
 def _positive(field_name: str, value):
     if value < 1:
         raise ConfigError(f"{field_name}: must be >= 1, got {value}")
@@ -199,6 +206,7 @@ class BatchConfig(ScenarioConfig):
     def __post_init__(self):
         for name in ("prompt_len", "new_tokens", "chunk_size", "max_batch", "repeats"):
             _positive(f"scenario.{name}", getattr(self, name))
+        _profile("scenario.emulate", self.emulate)
         _one_of("scenario.prefill_mode", self.prefill_mode, PREFILL_MODES)
         _one_of("scenario.kv_cache", self.kv_cache, KV_CACHES)
         _one_of("scenario.measure", self.measure, MEMORY_MEASURES)
@@ -294,6 +302,7 @@ class MaxSeqLenConfig(ScenarioConfig):
 
     def __post_init__(self):
         _one_of("scenario.measure", self.measure, MEMORY_MEASURES)
+        _profile("scenario.emulate", self.emulate)
         self.modes = list(self.modes)
         if not self.modes or any(m not in PREFILL_MODES for m in self.modes):
             raise ConfigError(f"scenario.modes: {self.modes!r} must be a non-empty list from {list(PREFILL_MODES)}")

@@ -219,6 +219,8 @@ def settings(cfg) -> dict:
         value = getattr(scenario, name, None)
         if name != "progress" and (value is None or isinstance(value, (str, int, float, bool))):
             values[name] = value
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+            values[name] = ",".join(map(str, value))  # e.g. a leaderboard's chosen tasks: rows that differ stay apart
     values.pop("name", None)
     return values
 
@@ -229,7 +231,7 @@ def to_table(rows: list[dict], cfg, run_id: str, load: dict | None = None, held_
                    "arch": cfg.model.arch, "impl": cfg.model.impl, "dtype": cfg.dtype,
                    "hardware": cfg.hardware.name, "batch_size": getattr(cfg.scenario, "batch_size", 1),
                    "vocab_size": cfg.model.vocab_size, "weights": cfg.model.weights, "experiment": cfg.experiment,
-                   "pairing": cfg.pairing,
+                   "pairing": cfg.pairing, "tokenizer": getattr(cfg.model, "tokenizer", None),
                    "family": cfg.model.family, "match_vocab": cfg.model.match_vocab,
                    # The YAML's architecture describes random weights; a checkpoint brings its own (the
                    # rows' n_layers, d_model, params and checkpoint say what was loaded).

@@ -36,7 +36,7 @@ SETTINGS = [
     "logits_to_keep", "start_len", "max_len", "growth", "resolution", "unbounded_slope_threshold", "flat_steps",
     "image_size", "attention", "memory",
     "prefill_mode", "chunk_size", "batch_size", "prompt_len", "new_tokens", "window", "warmup_tokens",
-    "repeats", "kv_cache", "pairing", "decode_path", "mode", "harness", "suite", "suite_complete", "limit", "doc_selection",
+    "repeats", "kv_cache", "pairing", "decode_path", "mode", "harness", "suite", "tasks", "suite_complete", "limit", "doc_selection",
     "acc_norm_space", "fewshot_split", "tool", "source",
     "task", "seq_len", "steps", "lr", "weight_decay", "warmup_steps", "train_examples", "test_examples",
 ]

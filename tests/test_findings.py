@@ -53,3 +53,22 @@ def test_generation_line_says_constant_state_and_the_kv_cache_growth():
     (line,) = [line for line in lines(rows) if "window throughput" in line]
     assert "tiny_mamba" in line and "constant" in line
     assert "tiny_llama (162M params) grows 512 B/token" in line and "(0.50×)" not in line
+
+
+def test_flagged_rows_different_models_and_chunk_sizes_are_never_pooled():
+    rows = max_len_rows("tiny_mamba", "ssm", 2048.0, math.inf, 8.0)
+    rows += max_len_rows("tiny_llama", "transformer", 1792.0, 16128.0, 904.0)
+    rows += [{**r, "chunk_size": 1024} for r in max_len_rows("tiny_llama", "transformer", 1792.0, 512.0, 904.0)
+             if r["prefill_mode"] == "sequential"]
+    rows += [{**r, "status": "flagged", "value": 10.0 * r["value"]}
+             for r in max_len_rows("tiny_mistral", "transformer", 1792.0, 16128.0, 904.0)]
+    found = lines(rows)
+    assert len(found) == 2 and sum("flagged" in line for line in found) == 1  # its own line
+    (ok,) = [line for line in found if "flagged" not in line]
+    assert "(chunks of 256): " in ok and "(chunks of 1024): tiny_llama (162M params) 512" in ok
+    weights = 162_322_944 * 2
+    gen = generation_rows("m", "a", throughput=lambda s: 100.0, memory=lambda s: weights + 1.0, arch="ssm")
+    gen += generation_rows("m", "b", throughput=lambda s: 900.0, memory=lambda s: weights + 1.0, arch="ssm",
+                           params=1_000_000)
+    (line,) = [line for line in lines(gen) if "window throughput" in line]
+    assert "m (162M params) 101 → 101" in line and "m (1M params) 909 → 909" in line  # two entries, not one median

@@ -30,6 +30,8 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
                            doc_selection=sc.doc_selection, acc_norm_space=sc.acc_norm_space)
     for row in rows:
         row.setdefault("source", "measured")
+        if sc.tasks:  # a chosen subset: its average is not the suite's (the `tasks` column names it)
+            row["suite_complete"] = False
     return rows
 
 
