@@ -114,5 +114,5 @@ def test_findings_name_the_mode_and_each_line_its_own_span(tmp_path):
                                                     steps=[640, 4224], mode="sampled"),
               _config("tiny_mamba", "generation"))
     lines = [line for item in findings(load([tmp_path]).table(), []) if isinstance(item, list) for line in item]
-    assert any("full mode" in line and "over 128 generated tokens" in line for line in lines)
-    assert any("sampled mode" in line and "over 4,224 generated tokens" in line for line in lines)
+    assert any("mode=full" in line and "over 128 generated tokens" in line for line in lines)
+    assert any("mode=sampled" in line and "windows at contexts up to 4,224 generated tokens" in line for line in lines)
