@@ -231,7 +231,9 @@ def to_table(rows: list[dict], cfg, run_id: str, load: dict | None = None, held_
                    "arch": cfg.model.arch, "impl": cfg.model.impl, "dtype": cfg.dtype,
                    "hardware": cfg.hardware.name, "batch_size": getattr(cfg.scenario, "batch_size", 1),
                    "vocab_size": cfg.model.vocab_size, "weights": cfg.model.weights, "experiment": cfg.experiment,
-                   "pairing": cfg.pairing, "tokenizer": getattr(cfg.model, "tokenizer", None),
+                   # A scenario without a language-model backend (vision) is not shaped by the pairing.
+                   "pairing": cfg.pairing if SCENARIOS[cfg.scenario.name].model != "none" else None,
+                   "tokenizer": getattr(cfg.model, "tokenizer", None),
                    "family": cfg.model.family, "match_vocab": cfg.model.match_vocab,
                    # The YAML's architecture describes random weights; a checkpoint brings its own (the
                    # rows' n_layers, d_model, params and checkpoint say what was loaded).
