@@ -352,3 +352,11 @@ def test_a_measured_search_on_nan_weights_is_invalid_not_a_length():
     cfg = MaxSeqLenConfig(measure="cpu", modes=["parallel"], start_len=64, max_len=256, resolution=64)
     with pytest.raises(InvalidOutput, match="non-finite logits"):
         search(cfg, backend, hardware_for(backend, 8 * MiB))
+
+
+def test_when_not_even_the_shortest_length_fits_the_verdict_says_so():
+    """No fitting trial: no limit to attribute, so not 'bounded, limited by activations'."""
+    result = search_max_len(lambda n: TrialResult(peak_bytes=1e9, oom=True), budget_bytes=100, weights_bytes=10,
+                            start_len=64, max_len=1024, resolution=16)
+    assert (result.verdict, result.max_len, result.limiting_factor) == ("none_fits", 0, "unmeasured")
+    assert all(t.oom for t in result.trials) and result.trials

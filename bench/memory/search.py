@@ -10,7 +10,8 @@ prefill (plus the first generated token) from a clean state and reports its peak
        flat_steps + 1 fitting probes: below slope_threshold bytes/token, memory has stopped
        growing with the prompt, and the verdict is "unbounded" (decided from measurements only);
     3. bisect between the last fitting and the first failing length down to `resolution` tokens:
-       verdict "bounded", max_len = the longest length that fitted.
+       verdict "bounded", max_len = the longest length that fitted; "none_fits" (max_len 0) when not
+       even the shortest length tried fitted.
     A prompt that still fits at max_len without a flat slope gets "exceeds_probe_cap".
 
 At the limit, the peak is split into weights, inference state (KV cache or SSM state), logits
@@ -23,7 +24,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Callable
 
-VERDICTS = ("bounded", "unbounded", "weights_exceed_budget", "exceeds_probe_cap")
+VERDICTS = ("bounded", "unbounded", "weights_exceed_budget", "exceeds_probe_cap", "none_fits")
 
 
 @dataclass
@@ -112,8 +113,8 @@ def search_max_len(
             lo, best = mid, result
     fitting = sorted((r.length, r.peak_bytes) for r in trials if not r.oom)
     slope = fitted_slope(fitting[-(flat_steps + 1):])
-    if best is None:  # not even the shortest probe fitted: nothing to attribute at a limit
-        return SearchResult("bounded", 0, math.nan, slope, "activations", {"weights": weights_bytes}, trials)
+    if best is None:  # not even the shortest probe fitted: no limit, and nothing measured to blame
+        return SearchResult("none_fits", 0, math.nan, slope, "unmeasured", {"weights": weights_bytes}, trials)
     return _at_limit("bounded", lo, best, slope, weights_bytes, state_label, trials)
 
 

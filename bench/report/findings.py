@@ -106,8 +106,10 @@ def _max_seq_len(d: pd.DataFrame) -> list[str]:
             for name, _, e in _entries(m):
                 r = e.iloc[0]
                 unbounded = r.get("verdict") == "unbounded"
-                length = plots.prompt_len_text(r["value"], r.get("verdict")) if np.isfinite(r["value"]) or unbounded \
-                    else text(r.get("verdict")).replace("_", " ")
+                worded = r.get("verdict") in ("weights_exceed_budget", "none_fits") or not (np.isfinite(r["value"])
+                                                                                              or unbounded)
+                length = text(r.get("verdict")).replace("_", " ") if worded else \
+                    plots.prompt_len_text(r["value"], r.get("verdict"))
                 slope = r.get("slope")
                 cells.append(f"{name} {length}" + (f", {fmt_bytes(slope)}/token" if pd.notna(slope) else ""))
                 values[name] = (np.inf if unbounded else float(r["value"]), text(r.get("arch")))
