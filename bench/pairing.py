@@ -17,6 +17,10 @@ names which care a run had, and every row records it:
 The default is best: the harness exists to compare architectures, and an unqualified figure
 should not carry one side's framework overhead. The release's settings stay one override away.
 
+Scenarios that do not decode token by token (max_seq_len, leaderboard, implementation) take only
+the pairing's backend (impl): the Transformers' cache there is transformers' default one, since a
+preallocated static cache would decide a prompt-length search by its own size.
+
 Compile and capture times are rows of their own (metric `compile_time`), never in a throughput.
 The report keeps pairings apart (schema SETTINGS), so no ratio ever spans two of them.
 """
