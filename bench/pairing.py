@@ -17,9 +17,10 @@ names which care a run had, and every row records it:
 The default is best: the harness exists to compare architectures, and an unqualified figure
 should not carry one side's framework overhead. The release's settings stay one override away.
 
-Scenarios that do not decode token by token (max_seq_len, leaderboard, implementation) take only
-the pairing's backend (impl): the Transformers' cache there is transformers' default one, since a
-preallocated static cache would decide a prompt-length search by its own size.
+Scenarios that do not time a decode path (max_seq_len, leaderboard) take only the pairing's
+backend (impl): the Transformers' cache there is transformers' default one, since a preallocated
+static cache would decide a prompt-length search by its own size. The implementation scenario
+compares two implementations of one architecture, both eager: its rows record no pairing.
 
 Compile and capture times are rows of their own (metric `compile_time`), never in a throughput.
 The report keeps pairings apart (schema SETTINGS), so no ratio ever spans two of them.
