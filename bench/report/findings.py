@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from bench.memory.search import fitted_slope
 from bench.report import plots
 from bench.report.rows import FLAG, groups, label, legend_columns, text
 from bench.report.tables import fmt_bytes, fmt_number
@@ -120,13 +121,6 @@ def _max_seq_len(d: pd.DataFrame) -> list[str]:
     return lines
 
 
-def _slope(s: pd.Series) -> float:
-    """Least-squares bytes per generated token of a step-indexed series."""
-    if len(s) < 2:
-        return np.nan
-    return float(np.polyfit(s.index.astype(float), s.values.astype(float), 1)[0])
-
-
 def _generation(d: pd.DataFrame) -> list[str]:
     lines = []
     parallel = "prefill_mode" not in d or (d["prefill_mode"].dropna() == "parallel").all()
@@ -139,7 +133,7 @@ def _generation(d: pd.DataFrame) -> list[str]:
                              f"({w.iloc[-1] / w.iloc[0]:.2f}×)")
             s = e[e["metric"] == "state_bytes"].groupby("step")["value"].median().sort_index()
             if len(s) >= 2:
-                slope = _slope(s)
+                slope = fitted_slope(list(s.items()))  # bytes per generated token
                 static = values.get("kv_cache") == "static" and values.get("arch") == "transformer"
                 growth = "preallocated (static KV cache)" if static else \
                     "constant" if abs(slope) < 1 else f"grows {fmt_bytes(slope)}/token"
