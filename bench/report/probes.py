@@ -131,15 +131,20 @@ def plot_accuracy_vs_length(df: pd.DataFrame) -> Figure | None:
             line, = ax.plot(*zip(*points), marker="o", label=f"{model} d={int(d_model)}")
             trained = [(x, y) for x, y in points if x in set(g["seq_len"].astype(int))]
             ax.plot(*zip(*trained), linestyle="none", marker="o", markerfacecolor="white", color=line.get_color())
-        ax.set_xscale("log", base=2)
-        ax.set_ylim(-0.02, 1.02)
         ax.set_title(task)
-        ax.set_xlabel("sequence length (tokens)")
-        ax.set_ylabel("held-out accuracy")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _accuracy_axes(ax, "sequence length (tokens)")
     fig.tight_layout()
     return fig
+
+
+def _accuracy_axes(ax, xlabel: str) -> None:
+    """Held-out accuracy (0..1) against a length on a log2 axis, as both probe figures draw it."""
+    ax.set_xscale("log", base=2)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("held-out accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def plot_extrapolation(df: pd.DataFrame) -> Figure | None:
@@ -155,11 +160,6 @@ def plot_extrapolation(df: pd.DataFrame) -> Figure | None:
         ax.plot(*zip(*points), marker="o", label=f"{r['model']} d={int(r['d_model'])}, trained at {int(r['seq_len'])}")
     ax.axhline(CHANCE["induction_heads"], linestyle=":", color="grey")
     ax.axvline(1, linestyle="--", color="grey", linewidth=0.8)
-    ax.set_xscale("log", base=2)
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("test length / training length")
-    ax.set_ylabel("held-out accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    _accuracy_axes(ax, "test length / training length")
     fig.tight_layout()
     return fig
