@@ -9,8 +9,10 @@ names which care a run had, and every row records it:
   DynamicCache, the default attention (SDPA), no torch.compile, eager decode.
 - best: each architecture on its fastest path on the hardware. The Transformers: a preallocated
   StaticCache, SDPA (flash kernels where the device has them), decode under
-  torch.compile(mode="reduce-overhead"), i.e. CUDA graphs; on a CPU the faster of eager and
-  compiled decode, measured when the job starts (both figures and the winner are rows). The
+  torch.compile(mode="reduce-overhead"), i.e. CUDA graphs. On a CPU, which has no graphs, the
+  fastest of eager decode over a dynamic cache, eager over the static cache and compiled over
+  the static cache, measured when the job starts (every figure and the winner are rows, and the
+  rows record the cache that ran), so best is never slower there than release's path. The
   Mamba: the in-repo kernels (impl ssm_bench), decode replayed as one CUDA graph on CUDA (a CPU
   has no graphs: eager there).
 
