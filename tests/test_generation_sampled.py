@@ -99,3 +99,17 @@ def test_simulated_memory_matches_the_measured_state(model):
     for step in (16, 32):
         assert value[(step, "peak_allocated")] > weights + value[(step, "state_bytes")]
         assert value[(step, "prefill_peak_allocated")] > weights
+
+
+def test_agreement_compares_each_full_window_with_the_sampled_window_from_the_same_state(capsys):
+    """The agreement check (python -m bench.scenarios.generation) pairs every full-mode window but
+    the first with the sampled window that starts from the same context, over interleaved rounds."""
+    backend = loaded_backend(load(["model=tiny_mamba", *SMALL]))
+    rows = generation.agreement(backend, window=8, windows=4, rounds=2, warmup_tokens=2)
+    assert [(r["step"], r["context_len"]) for r in rows] == [(16, 8), (24, 16), (32, 24)]
+    for r in rows:
+        assert r["ratio"] == pytest.approx(r["sampled"] / r["full"])
+        assert r["best_ratio"] == pytest.approx(r["sampled_spread"][1] / r["full_spread"][1])
+        assert r["full_spread"][0] <= r["full"] <= r["full_spread"][1]
+    assert generation.main(["--models", "tiny_mamba", "--window", "8", "--windows", "3", "--rounds", "1"]) == 0
+    assert "largest |sampled/full - 1| over windows" in capsys.readouterr().out
