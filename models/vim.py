@@ -41,6 +41,7 @@ from torch import Tensor
 
 from models.mamba import MambaBlock, MambaConfig, MambaMixer, RMSNorm, _materialize
 from models.ops import scan_backend
+from models.ops.scan_backend import Kernels
 
 @dataclass
 class VimConfig:
@@ -115,7 +116,8 @@ def directional_ssm(mixer: MambaMixer, x: Tensor, z: Tensor) -> Tensor:
     x, z: (b, l, D) -> y (b, l, D). The same steps as MambaMixer.forward (tests check they agree)."""
     x = mixer._conv(x.transpose(1, 2), None).transpose(1, 2)
     dt, B, C = mixer._dt_B_C(x)
-    y, _ = scan_backend.selective_scan(x, dt, mixer._A(), B, C, mixer.D, z, chunk_size=mixer.scan_chunk_size)
+    y, _ = scan_backend.selective_scan(x, dt, mixer._A(), B, C, mixer.D, z, chunk_size=mixer.scan_chunk_size,
+                                       kernels=mixer.kernels)
     return y
 
 
@@ -123,10 +125,11 @@ class BiMambaMixer(MambaMixer):
     """Vim's bidirectional mixer ("v2"): the inherited parameters are the forward direction (and
     the shared in_proj and out_proj); `backward_ssm` holds the backward direction's own."""
 
-    def __init__(self, config: MambaConfig, layer_idx: int, divide_out: bool = True, device=None, dtype=None):
-        super().__init__(config, layer_idx, device=device, dtype=dtype)
+    def __init__(self, config: MambaConfig, layer_idx: int, divide_out: bool = True, device=None, dtype=None,
+                 kernels: Kernels | None = None):
+        super().__init__(config, layer_idx, device=device, dtype=dtype, kernels=kernels)
         self.divide_out = divide_out
-        backward = MambaMixer(config, layer_idx, device=device, dtype=dtype)
+        backward = MambaMixer(config, layer_idx, device=device, dtype=dtype, kernels=self.kernels)
         del backward.in_proj, backward.out_proj  # shared with the forward direction
         self.backward_ssm = backward
 
@@ -147,24 +150,33 @@ class BiMambaMixer(MambaMixer):
 class VimBlock(MambaBlock):
     """Pre-norm residual block, residual + mixer(norm(residual)), with the bidirectional mixer."""
 
-    def __init__(self, config: MambaConfig, layer_idx: int, divide_out: bool = True, device=None, dtype=None):
-        super().__init__(config, layer_idx, device=device, dtype=dtype)
-        self.mixer = BiMambaMixer(config, layer_idx, divide_out, device=device, dtype=dtype)
+    def __init__(self, config: MambaConfig, layer_idx: int, divide_out: bool = True, device=None, dtype=None,
+                 kernels: Kernels | None = None):
+        super().__init__(config, layer_idx, device=device, dtype=dtype, kernels=kernels)
+        self.mixer = BiMambaMixer(config, layer_idx, divide_out, device=device, dtype=dtype, kernels=self.kernels)
+        self.kernels = self.mixer.kernels
 
 
 class VisionMamba(nn.Module):
-    """Images (b, C, H, W) -> class logits (b, num_classes). H and W: multiples of patch_size."""
+    """Images (b, C, H, W) -> class logits (b, num_classes). H and W: multiples of patch_size.
 
-    def __init__(self, config: VimConfig, device=None, dtype=None, init_weights: bool = True):
+    kernels: which fast scan paths every mixer may take (models.ops.scan_backend.Kernels; default
+    all), and the record of the paths taken, shared by every layer as in MambaLM:
+    `Kernels(cpu=False)` sends the scans to the PyTorch code, `model.kernels.used` says what ran."""
+
+    def __init__(self, config: VimConfig, device=None, dtype=None, init_weights: bool = True,
+                 kernels: Kernels | None = None):
         super().__init__()
         self.config = config
+        self.kernels = Kernels() if kernels is None else kernels
         m, H, P = config.mamba_config(), config.embed_dim, config.patch_size
         # Built on the meta device, then allocated once (as MambaLM): works under FakeTensorMode.
         with torch.device("meta"):
             self.patch_embed = nn.Conv2d(config.in_chans, H, kernel_size=P, stride=P, dtype=dtype)
             self.cls_token = nn.Parameter(torch.zeros(1, 1, H, dtype=dtype))
             self.pos_embed = nn.Parameter(torch.zeros(1, config.num_patches + 1, H, dtype=dtype))
-            self.layers = nn.ModuleList(VimBlock(m, i, config.divide_out, dtype=dtype) for i in range(config.depth))
+            self.layers = nn.ModuleList(VimBlock(m, i, config.divide_out, dtype=dtype, kernels=self.kernels)
+                                        for i in range(config.depth))
             self.norm_f = RMSNorm(H, config.norm_eps, dtype=dtype)
             self.head = nn.Linear(H, config.num_classes, dtype=dtype)
         device = torch.device(device) if device is not None else torch.get_default_device()

@@ -212,12 +212,32 @@ def test_output_does_not_depend_on_the_scan_path(monkeypatch):
     outputs = {}
     for name, scan in scan_paths().items():
         calls = []
-        monkeypatch.setattr(scan_backend, "selective_scan",
-                            lambda *a, _scan=scan, **k: calls.append(1) or _scan(*a, **k))
+        monkeypatch.setattr(scan_backend, "selective_scan",  # the path chosen here, not by `kernels`
+                            lambda *a, _scan=scan, kernels=None, **k: calls.append(kernels) or _scan(*a, **k))
         outputs[name] = model(images)
-        assert len(calls) == 2  # one block: forward and backward direction, both through this path
+        assert calls == [model.kernels] * 2  # one block: both directions through this path, with the model's choice
     for name, out in outputs.items():
         torch.testing.assert_close(out, outputs["reference"], rtol=1e-5, atol=1e-5, msg=name)
+
+
+def test_the_models_kernels_choice_reaches_every_scan():
+    """A Vim built with Kernels(cpu=False) runs the PyTorch scan in both directions of every
+    block, and records it; the default choice takes the C scan where one compiles."""
+    from models.ops import cpu_kernels
+    from models.ops.scan_backend import Kernels
+
+    torch.manual_seed(4)
+    images = torch.randn(1, 3, 48, 48)
+    plain = VisionMamba(VimConfig(**TINY_VIM), kernels=Kernels(cpu=False))
+    assert all(m.kernels is plain.kernels for m in plain.modules() if isinstance(m, MambaMixer))
+    out = plain(images)
+    assert plain.kernels.used == {"torch_chunked"}
+    if not cpu_kernels.available():
+        pytest.skip(f"no C compiler: {cpu_kernels._load_error}")
+    fast = VisionMamba(VimConfig(**TINY_VIM))
+    fast.load_state_dict(plain.state_dict())
+    torch.testing.assert_close(fast(images), out, rtol=1e-5, atol=1e-5)
+    assert fast.kernels.used == {"cpu_c"}
 
 
 def test_deit_attention_kinds_agree_at_any_size():
@@ -332,6 +352,76 @@ def test_report_finds_crossovers_and_quadratic_terms():
     assert found.loc["memory", "at the largest size"] == "512: 50.0% less memory"
     claim = report.published_check(table)
     assert list(claim["source"][:2]) == ["published", "published"] and "2.8×" in claim["value"][0]
+
+
+# ----------------------------------------------------------------------------- memory fits
+
+def fit_rows(tokens, memory, source="measured"):
+    from bench.scenarios import vision
+
+    rows = [{"metric": "activation_memory", "tokens_per_image": n, "value": v, "source": source}
+            for n, v in zip(tokens, memory)]
+    return {r["metric"]: r for r in vision.memory_exponents(rows)}
+
+
+@pytest.mark.parametrize("k", [0.5, 1.0, 1.5, 2.0, 2.5])
+def test_fitted_exponent_recovers_a_known_power(k):
     tokens = [197, 577, 1025, 1601]
-    c1, c2 = report.polynomial_terms(tokens, [7 + 100 * n + 24 * n * n for n in tokens])
-    assert c1 == pytest.approx(100) and c2 == pytest.approx(24)
+    fits = fit_rows(tokens, [3.0 * n ** k for n in tokens])
+    assert fits["memory_exponent"]["value"] == pytest.approx(k, abs=1e-9)
+    assert fits["memory_exponent_top"]["value"] == pytest.approx(k, abs=1e-9)
+    assert fits["memory_exponent"]["tokens_fitted"] == "197..1601"
+
+
+def test_quadratic_memory_has_a_quadratic_leading_term_and_a_log_log_slope_below_2():
+    """Eager attention's shape: a + bN + cN^2. Its terms come back; its leading term at the largest
+    size is the quadratic one, while the log-log exponent stays below 2 (the linear term)."""
+    tokens = [197, 577, 1025, 1601, 2305]
+    fits = fit_rows(tokens, [5e4 + 7680 * n + 24 * n * n for n in tokens])
+    assert fits["memory_quadratic_term"]["value"] == pytest.approx(24)
+    assert fits["memory_linear_term"]["value"] == pytest.approx(7680)
+    assert fits["memory_constant_term"]["value"] == pytest.approx(5e4, rel=1e-4)
+    lead = fits["memory_leading_order"]
+    assert lead["value"] == 2 and lead["fit_r2"] == pytest.approx(1)
+    assert lead["leading_share"] == pytest.approx(24 * 2305 ** 2 / (5e4 + 7680 * 2305 + 24 * 2305 ** 2))
+    assert 1 < fits["memory_exponent"]["value"] < fits["memory_exponent_top"]["value"] < 2
+
+
+@pytest.mark.parametrize("memory,order", [(lambda n: 17000 * n + 2e4, 1), (lambda n: 3e9 + 10 * n, 0)])
+def test_linear_and_constant_memory_lead_with_their_own_order(memory, order):
+    tokens = [197, 577, 1025, 1601]
+    fits = fit_rows(tokens, [memory(n) for n in tokens])
+    assert fits["memory_leading_order"]["value"] == order
+    assert abs(fits["memory_quadratic_term"]["value"]) < 1e-6
+
+
+def test_three_sizes_give_exponents_but_no_polynomial_fit():
+    fits = fit_rows([197, 577, 1025], [1.0, 2.0, 4.0])
+    assert set(fits) == {"memory_exponent", "memory_exponent_top"}
+
+
+def test_a_vims_cached_A_counts_as_the_models_memory_not_as_activations():
+    """A warm Vim holds A = -exp(A_log) per mixer; the CPU peak counts it with the weights, so a
+    forward's activations are what it adds, the same every time."""
+    from bench.scenarios.vision import held_tensors, images, model_bytes, peak_memory
+
+    model = VisionMamba(VimConfig(**TINY_VIM))
+    model(images(1, 48, "cpu", torch.float32))  # warm-up: the mixers cache A
+    weights = sum(p.untyped_storage().nbytes() for p in model.parameters())
+    held = list(held_tensors(model).buffers())
+    assert len(held) == 2 * TINY_VIM["depth"]  # each block's forward and backward direction
+    first = peak_memory(model, torch.device("cpu"), torch.float32, 1, 48, seed=0)
+    again = peak_memory(model, torch.device("cpu"), torch.float32, 1, 48, seed=0)
+    assert first.start_bytes == model_bytes(model) == weights + sum(t.untyped_storage().nbytes() for t in held)
+    assert first.peak_bytes == again.peak_bytes > 0
+
+
+def test_vision_rows_record_no_pairing():
+    """The pairing (how a language model is run) does not shape an image classifier's rows."""
+    from bench.runner import to_table
+
+    row = [{"metric": "throughput", "value": 1.0, "unit": "images/s", "source": "measured"}]
+    vision = to_table(row, load(["model=vim_ti", "scenario=vision"]), "run")
+    assert vision["pairing"].isna().all()
+    language = load(["model=tiny_mamba", "scenario=generation"])
+    assert list(to_table(row, language, "run")["pairing"]) == [language.pairing]

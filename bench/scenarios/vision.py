@@ -45,12 +45,14 @@ from bench.backends.base import InvalidOutput
 from bench.device import DTYPES, resolve_device, synchronize
 from bench.memory.guard import YoungGcTracker
 from bench.memory.trackers import CpuTracker, CudaTracker, is_allocation_failure
-from bench.schema import BYTES
+from bench.schema import BYTES, RATIO
 
 log = logging.getLogger(__name__)
 
 IMAGES_PER_S = "images/s"
 IMAGES = "images"
+BYTES_PER_TOKEN, BYTES_PER_TOKEN2 = "bytes/token", "bytes/token^2"  # a memory fit's linear and quadratic terms
+ORDER = "order"  # of a polynomial term: 0 constant, 1 linear, 2 quadratic
 NO_ATTENTION = "none"  # the attention column of an SSM's rows
 HARDWARE_DIR = Path(__file__).resolve().parents[2] / "configs" / "hardware"
 MAX_BATCH_STEPS = 8  # corrections allowed when the affine estimate of the largest batch is off
@@ -91,7 +93,7 @@ def run(cfg, backend=None, out_dir=None) -> list[dict]:
         measured = []
         for resolution in tqdm(sorted(sc.resolutions), desc=f"{model_cfg.name} {attention}", disable=not sc.progress):
             common = {**described, "image_size": resolution, "tokens_per_image": tokens_per_image(resolution, patch),
-                      "source": "measured"}
+                      "source": "measured", **scan_paths(model)}
             measured += [{**common, **row} for row in measure_resolution(model, cfg, device, dtype, resolution, guard)]
         del model
         simulated = simulate(cfg, attention, dtype, patch)
@@ -103,6 +105,12 @@ def describe(model, device, attention: str) -> dict:
     return {"device": str(device), "attention": attention, "params": sum(p.numel() for p in model.parameters()),
             "model_type": model.config.model_type, "n_layers": model.config.num_hidden_layers,
             "d_model": model.config.hidden_size, "vocab_size": None, "checkpoint": None}
+
+
+def scan_paths(model) -> dict:
+    """Which scan code a model's forwards ran (Vim: models.ops.scan_backend.Kernels.used), for its rows."""
+    kernels = getattr(model, "kernels", None)
+    return {} if kernels is None else {"kernels": ",".join(sorted(kernels.used))}
 
 
 def images(batch: int, resolution: int, device, dtype, seed: int = 0) -> torch.Tensor:
@@ -168,9 +176,32 @@ def peak_memory(model, device, dtype, batch: int, resolution: int, seed: int):
     else:
         tracker = CpuTracker()
         tracker.adopt(model)
+        tracker.adopt(held_tensors(model))
     with tracker.track() as m:
         model(images(batch, resolution, device, dtype, seed))
     return m
+
+
+def held_tensors(model) -> torch.nn.Module:
+    """What the model keeps between forwards besides its parameters and buffers (the Mamba mixers'
+    cached A = -exp(A_log), made by the first forward), as the buffers of a holder module.
+    Adopted with the weights, it counts as the model's memory, as the CUDA allocator counts it
+    (allocated before the measured forward). Not adopted, the CPU tracker would first see it in
+    the measured forward and count it as that forward's activations (Vim-Ti: 48 tensors of
+    24 KiB, a constant 1.2 MB that bent its memory-vs-tokens exponent below 1)."""
+    holder = torch.nn.Module()
+    held = [v for m in model.modules() for v in vars(m).values() if isinstance(v, torch.Tensor)]
+    for i, t in enumerate(held):
+        holder.register_buffer(f"held{i}", t, persistent=False)
+    return holder
+
+
+def model_bytes(model) -> int:
+    """Storage bytes of the weights, buffers and held tensors (each storage once)."""
+    storages = {}
+    for t in [*model.parameters(), *model.buffers(), *held_tensors(model).buffers()]:
+        storages[id(t.untyped_storage())] = t.untyped_storage().nbytes()
+    return sum(storages.values())
 
 
 def oom_row(e: BaseException) -> dict:
@@ -178,12 +209,42 @@ def oom_row(e: BaseException) -> dict:
             "reason": f"{type(e).__name__}: {e}".splitlines()[0][:500]}
 
 
-def memory_exponents(rows: list[dict]) -> list[dict]:
-    """How activation memory grows with tokens: k in memory ~ tokens^k, fitted by least squares on
-    log-log over every resolution (`memory_exponent`) and between the two largest
-    (`memory_exponent_top`, nearest the asymptote: a quadratic term shows there first), per source."""
+def fitted_exponent(tokens, memory) -> float:
+    """k in memory ~ tokens^k: the least-squares slope on log-log."""
     import numpy as np
 
+    return float(np.polyfit(np.log(np.asarray(tokens, float)), np.log(np.asarray(memory, float)), 1)[0])
+
+
+def fitted_terms(tokens, memory) -> tuple[float, float, float, float]:
+    """Least-squares memory = a + b * tokens + c * tokens^2: (a bytes, b bytes/token, c bytes/token^2, R^2).
+    Eager attention's c is what its (heads, N, N) tensors cost; an SSM's is ~0."""
+    import numpy as np
+
+    n, y = np.asarray(tokens, float), np.asarray(memory, float)
+    c, b, a = np.polyfit(n, y, 2)
+    residual = y - (a + b * n + c * n * n)
+    r2 = 1 - float(residual @ residual) / float(((y - y.mean()) ** 2).sum())
+    return float(a), float(b), float(c), r2
+
+
+def leading_order(a: float, b: float, c: float, tokens: float) -> tuple[int, float]:
+    """The order (0, 1, 2) of the largest of a, b*N, c*N^2 at N = tokens, and its share of their sum."""
+    terms = [abs(a), abs(b) * tokens, abs(c) * tokens ** 2]
+    order = max(range(3), key=terms.__getitem__)
+    return order, terms[order] / sum(terms)
+
+
+def memory_exponents(rows: list[dict]) -> list[dict]:
+    """How activation memory grows with tokens, per source (measured; simulated for one budget):
+    - `memory_exponent`: k in memory ~ tokens^k over every size (log-log least squares), and
+      `memory_exponent_top` between the two largest. Memory a + bN + cN^2 with a, b, c >= 0 has a
+      log-log slope below 2 at any N, nearing 2 only where cN^2 dwarfs bN: eager attention's k
+      stays under 2 at sizes where its linear activations still count.
+    - with 4 sizes or more (one left over to judge the fit by): the terms of a + bN + cN^2
+      (`memory_constant_term`, `memory_linear_term`, `memory_quadratic_term`) and
+      `memory_leading_order`, the order of the largest term at the largest size, with its share
+      and the fit's R^2: 2 is memory that grows quadratically, 1 linearly."""
     out = []
     for source in ("measured", "simulated"):
         points = sorted({(r["tokens_per_image"], r["value"]) for r in rows
@@ -191,12 +252,21 @@ def memory_exponents(rows: list[dict]) -> list[dict]:
                          and r.get("status", "ok") == "ok" and r.get("budget_hardware") in (None, _first_budget(rows))})
         if len(points) < 2 or any(v <= 0 for _, v in points):
             continue
-        x, y = np.log([p[0] for p in points]), np.log([p[1] for p in points])
-        tokens = f"{points[0][0]}..{points[-1][0]}"
-        out += [{"metric": "memory_exponent", "value": float(np.polyfit(x, y, 1)[0]), "unit": "ratio",
-                 "source": source, "tokens_fitted": tokens},
-                {"metric": "memory_exponent_top", "value": float((y[-1] - y[-2]) / (x[-1] - x[-2])), "unit": "ratio",
-                 "source": source, "tokens_fitted": f"{points[-2][0]}..{points[-1][0]}"}]
+        tokens, memory = [p[0] for p in points], [p[1] for p in points]
+        common = {"source": source, "tokens_fitted": f"{tokens[0]}..{tokens[-1]}"}
+        out += [{**common, "metric": "memory_exponent", "value": fitted_exponent(tokens, memory), "unit": RATIO,
+                 "fit": "log-log least squares"},
+                {**common, "metric": "memory_exponent_top", "value": fitted_exponent(tokens[-2:], memory[-2:]),
+                 "unit": RATIO, "fit": "log-log, two largest sizes", "tokens_fitted": f"{tokens[-2]}..{tokens[-1]}"}]
+        if len(points) < 4:
+            continue
+        a, b, c, r2 = fitted_terms(tokens, memory)
+        order, share = leading_order(a, b, c, tokens[-1])
+        fit = {**common, "fit": "least squares a + bN + cN^2", "fit_r2": r2}
+        out += [{**fit, "metric": "memory_constant_term", "value": a, "unit": BYTES},
+                {**fit, "metric": "memory_linear_term", "value": b, "unit": BYTES_PER_TOKEN},
+                {**fit, "metric": "memory_quadratic_term", "value": c, "unit": BYTES_PER_TOKEN2},
+                {**fit, "metric": "memory_leading_order", "value": order, "unit": ORDER, "leading_share": share}]
     return out
 
 
@@ -213,7 +283,6 @@ class FakeModel:
         self.tracker = YoungGcTracker(kernels)  # a full gc between fake trials costs ~1 s, finds nothing more
         self.model = self.tracker.build(lambda: build_model(cfg.model, attention, torch.device("cpu"), dtype, False))
         self.tracker.adopt(self.model)
-        self.weights_bytes = self.tracker.live_bytes()
         self.dtype = dtype
         self._peaks: dict[tuple[int, int], int] = {}
 
@@ -226,6 +295,12 @@ class FakeModel:
                 raise RuntimeError(f"simulated forward ran out of memory: {m.error}")
             self._peaks[batch, resolution] = m.total_bytes
         return self._peaks[batch, resolution]
+
+    @property
+    def weights_bytes(self) -> int:
+        """The model's own bytes (weights, and what a forward left cached on it): a peak less
+        these is the activations, as peak_memory counts them on a CPU."""
+        return model_bytes(self.model)
 
 
 def load_hardware(name: str):
