@@ -312,3 +312,48 @@ ORTHO_CONTEXT = {'he':2,'smith':4}
     tokenizer = PunktTokenizer("english")  # NLTK's own lookup and reader of tokenizers/punkt_tab/english
     assert tokenizer._params.abbrev_types == {"dr", "p.m"} and tokenizer._params.ortho_context == {"he": 2, "smith": 4}
     assert tokenizer.tokenize("Dr. Smith left. He came back.") == ["Dr. Smith left.", "He came back."]
+
+
+def test_mmlu_pro_runs_at_its_5_shots_once_the_validation_split_is_supplied(tmp_path, monkeypatch, capsys):
+    """MMLU-Pro's scored test split is on disk but its few-shot validation split is not (it exists
+    only on the Hub): the task is skipped, naming that file. A user who saves the validation split
+    there gets lm-eval's own leaderboard_mmlu_pro at its 5 shots: the first 5 validation questions
+    (the engine's first_n sampler) before each test question. Here a tiny stand-in validation file."""
+    import pandas as pd
+
+    import bench.data
+    from bench.evals.lm_eval_runner import v2_task_manager, v2_tasks
+    from bench.evals.normalization import V2_RULES
+
+    real = bench.data.DATA_DIR / "hub" / "TIGER-Lab__MMLU-Pro" / "default" / "test.parquet"
+    if not real.is_file():
+        pytest.skip(f"missing data file {real}: run `make data`")
+    folder = tmp_path / "data" / "hub" / "TIGER-Lab__MMLU-Pro" / "default"
+    folder.mkdir(parents=True)
+    test = pd.read_parquet(real).head(3)
+    test.to_parquet(folder / "test.parquet", index=False)
+    monkeypatch.setattr(bench.data, "DATA_DIR", tmp_path / "data")
+    _, skipped = v2_tasks({"mmlu_pro": V2_RULES["mmlu_pro"]}, v2_task_manager())
+    assert str(folder / "validation.parquet") in skipped["mmlu_pro"] and "5 shots" in skipped["mmlu_pro"]
+
+    shots = test.head(1).loc[[0] * 6].reset_index(drop=True)  # the Hub's columns; 6 rows, the engine takes 5
+    shots["question"] = [f"Stand-in validation question {i}?" for i in range(6)]
+    shots["question_id"] = range(6)
+    shots.to_parquet(folder / "validation.parquet", index=False)
+    specs, skipped = v2_tasks({"mmlu_pro": V2_RULES["mmlu_pro"]}, v2_task_manager())
+    assert skipped == {}
+    torch.manual_seed(0)
+    model = MambaLM(MambaConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=1)).eval()
+    rows = run_leaderboard(model, local_tokenizer(), "ssm", suite="v2", harness="lm_eval", out_dir=tmp_path / "out",
+                           tasks=["mmlu_pro"], limit=2, batch_size=32)
+    assert "skipping" not in capsys.readouterr().err
+    by = {(r["task"], r["subtask"]): r for r in rows}
+    assert by[("mmlu_pro", "all")]["n_samples"] == 2 and by[("average", "all")]["missing_tasks"] is None
+    logs = [json.loads(line) for line in
+            (tmp_path / "out" / "lm_eval" / "v2" / "samples_leaderboard_mmlu_pro.jsonl").read_text().splitlines()]
+    assert len(logs) == 2
+    for log, question in zip(logs, test["question"]):
+        prompt = log["arguments"][0][0]  # [context, continuation] per choice
+        positions = [prompt.find(f"Stand-in validation question {i}?") for i in range(6)]
+        assert positions[5] == -1 and -1 < positions[0] < positions[1] < positions[2] < positions[3] < positions[4]
+        assert prompt.index(question) > positions[4]

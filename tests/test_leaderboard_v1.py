@@ -5,14 +5,20 @@ of `make data`; they are marked `lighteval` (make test-lighteval); the random-we
 few hundred real documents per task is also `slow`.
 """
 
+import json
 import math
 
 import pandas as pd
 import pytest
 
+from bench.data.catalog import SPLITS
 from bench.evals.lighteval_runner import V1_RULES, V1_TASKS
 from bench.evals.published import load_published
 from bench.report import leaderboard, plots, sections
+
+
+TRUTHFULQA_WHY = ("v1 task 'truthfulqa' skipped: missing data file "
+                  "data/hub/truthfulqa__truthful_qa/multiple_choice/validation.parquet (...)")
 
 
 def _measured(suite="v1", tasks=("arc", "hellaswag", "winogrande"), metric="acc_norm", complete=True):
@@ -22,7 +28,8 @@ def _measured(suite="v1", tasks=("arc", "hellaswag", "winogrande"), metric="acc_
                      "task": task, "subtask": "all", "metric": metric, "value": 25.0, "normalized": 25.0,
                      "unit": "score", "source": "measured", "status": "ok", "suite_complete": complete})
     rows.append({**rows[-1], "task": "average", "metric": "score",
-                 "missing_tasks": None if complete else "truthfulqa"})
+                 "missing_tasks": None if complete else "truthfulqa",
+                 "missing_why": None if complete else json.dumps({"truthfulqa": TRUTHFULQA_WHY})})
     return pd.DataFrame(rows)
 
 
@@ -48,12 +55,33 @@ def test_section_and_plot_show_published():
     notes = next(i for i in section.items if isinstance(i, list))
     assert not any(n.startswith("v1 arc") or n.startswith("v1 hellaswag") for n in notes)  # same metric
     assert any("winogrande: measured acc_norm; the published score is acc" in n for n in notes)
-    assert any("partial suite" in n and "truthfulqa" in n for n in notes)
+    assert any("v1: partial suite (3 of 4 tasks): its measured average leaves out truthfulqa" in n and "truthfulqa" in n for n in notes)
+    assert "v1 truthfulqa not measured: " + TRUTHFULQA_WHY in notes  # which file to provide
+    # suite_complete in words (never 1/0), scores with two decimals as published (15.04, not 15)
+    assert set(table.loc[table["source"] == "measured", "suite_complete"]) == {"partial (3 of 4 tasks)"}
+    assert not set(table["suite_complete"]) & {"0", "1", "False", "True"}
+    falcon = table[(table["model"].str.contains("Falcon Mamba 7B")) & (table["source"] == "published")]
+    assert falcon["arc"].tolist() == ["62.03"] and table.loc[table["source"] == "measured", "arc"].tolist() == ["25.00"]
     fig = plots.plot_leaderboard(d)
     hatched = [p for p in fig.axes[0].patches if p.get_hatch() and math.isfinite(p.get_height())]
     assert len(hatched) == 4 * 7  # each published model's 7 v1 scores, hatched
     solid = [p for p in fig.axes[0].patches if not p.get_hatch() and math.isfinite(p.get_height())]
     assert len(solid) == 4  # the measured ones
+
+
+def test_suite_coverage_in_words():
+    """complete, partial for want of data (N of M tasks, naming what is missing), or a chosen subset."""
+    from bench.report import findings
+
+    assert set(leaderboard.coverage(_measured())["suite_complete"]) == {"complete (3 of 3 tasks)"}
+    assert set(leaderboard.coverage(_measured(complete=False))["suite_complete"]) == {"partial (3 of 4 tasks)"}
+    subset = _measured(complete=False).assign(missing_tasks=None, missing_why=None)
+    assert set(leaderboard.coverage(subset)["suite_complete"]) == {"partial (3 tasks chosen)"}
+    (entry,) = leaderboard.suite_coverage(_measured(complete=False))
+    assert entry["ran"] == ["arc", "hellaswag", "winogrande"] and entry["missing"] == {"truthfulqa": TRUTHFULQA_WHY}
+    d = _measured(complete=False).assign(weights="random")
+    (line, *_) = findings._leaderboard(d)
+    assert "v1 partial (3 of 4 tasks), no data for truthfulqa" in line and "25.00" in line
 
 
 # ----------------------------------------------------------------------------- runs (lighteval mark)
@@ -115,33 +143,48 @@ def test_v1_small_limit_runs_engine_tasks(tmp_path):
     assert all(len(e["logprobs"]) in (3, 4, 5) for e in samples["arc:challenge"])
 
 
+# Documents per task for the random-weights check, spread evenly over each split. ARC is fewer: at
+# its 25 shots a prompt is ~2,000 tokens, and lighteval takes the log-softmax of the 65,024-token
+# logits at every position of every choice (~2 GB a document), seconds of CPU each.
+CHANCE_DOCS = {"arc": 150, "winogrande": 300, "hellaswag": 150}
+
+
 @pytest.mark.lighteval
 @pytest.mark.slow
 def test_random_weights_score_chance(tmp_path):
-    """Random weights are a check: on a few hundred real documents per multiple-choice task, acc_norm
-    lies in the 99% interval of chance (1 / choices of each document) and acc in that of the
-    shortest-choice baseline (a random model's loglikelihood is ~ -log(vocab) per token, so it picks
-    a choice with the fewest tokens; ties split evenly), both computed from the documents themselves.
-    lighteval 0.13's HellaSwag and MMLU are generative (a letter, exact match): a random model
-    scores at most chance there."""
+    """Random weights are a check: on documents spread evenly over each multiple-choice task, at the
+    engine's own shots, acc_norm lies in the 99% interval of chance (1 / choices of each document)
+    and acc in that of the shortest-choice baseline (a random model's loglikelihood is ~ -log(vocab)
+    per token, so it picks a choice with the fewest tokens; ties split evenly), both computed from
+    the documents themselves. lighteval 0.13's HellaSwag and MMLU are generative (a letter, exact
+    match): a random model scores at most chance there."""
     import time
+
+    import torch
 
     from bench.evals.leaderboard import run_leaderboard
     from bench.evals.lighteval_runner import read_samples
     from bench.tokenizers import load_tokenizer
 
-    tasks = {"arc": 300, "winogrande": 300, "hellaswag": 100}
-    _need_data(tasks)
+    _need_data(CHANCE_DOCS)
     tok = load_tokenizer("falcon")
     model = _tiny_random(len(tok))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the worker's too: tiny ops, and a shared machine (see experiment/leaderboard.yaml)
     samples, start = {}, time.perf_counter()
-    for task, limit in tasks.items():
-        run_leaderboard(model, tok, "ssm", suite="v1", harness="lighteval", out_dir=tmp_path / task, limit=limit,
-                        batch_size=4, tasks=[task])
-        samples.update(read_samples(tmp_path / task / "lighteval" / "v1"))
-    print(f"random-weights check: {sum(tasks.values())} docs in {time.perf_counter() - start:.0f} s")
-    for name in ("arc:challenge", "winogrande"):
+    try:
+        for task, limit in CHANCE_DOCS.items():
+            rows = run_leaderboard(model, tok, "ssm", suite="v1", harness="lighteval", out_dir=tmp_path / task,
+                                   limit=limit, batch_size=4, tasks=[task], doc_selection="spread")
+            assert {r["doc_selection"] for r in rows} == {"spread"}
+            samples.update(read_samples(tmp_path / task / "lighteval" / "v1"))
+    finally:
+        torch.set_num_threads(threads)
+    print(f"random-weights check: {sum(CHANCE_DOCS.values())} docs in {time.perf_counter() - start:.0f} s")
+    for name, task in (("arc:challenge", "arc"), ("winogrande", "winogrande")):
         entries = samples[name]
+        size = next(e.rows for e in SPLITS if e.task == name and not e.fewshot)
+        assert [e["doc_id"] for e in entries] == [i * size // CHANCE_DOCS[task] for i in range(CHANCE_DOCS[task])]
         golds = [e["gold"] for e in entries]  # the engine's own gold index
         k = [len(e["logprobs"]) for e in entries]
         acc_norm = sum(e["metrics"]["acc_norm"] for e in entries) / len(entries)
@@ -159,8 +202,9 @@ def test_random_weights_score_chance(tmp_path):
         assert lo <= acc <= hi, name
     entries = samples["hellaswag"]
     em = sum(e["metrics"]["em"] for e in entries) / len(entries)
+    print(f"hellaswag: em {em:.3f}, chance 0.25, 99% upper {_interval([0.25] * len(entries))[1]:.3f} "
+          f"over {len(entries)} docs")
     assert em <= _interval([0.25] * len(entries))[1]
-
 
 
 def test_missing_v1_data_is_skipped_with_its_file(tmp_path):

@@ -226,7 +226,7 @@ def test_leaderboard_scores_of_two_harnesses_are_not_averaged(tmp_path):
     scores = leaderboard_scores(table)
     assert dict(zip(scores["harness"], scores["value"])) == {"lm_eval": 20.0, "lighteval": 0.0}
     [lb] = tables(tmp_path, "Leaderboard")
-    assert dict(zip(lb["harness"], lb["arithmetic"])) == {"lm_eval": "20", "lighteval": "0"}
+    assert dict(zip(lb["harness"], lb["arithmetic"])) == {"lm_eval": "20.00", "lighteval": "0.00"}  # as published: 2 decimals
 
 
 def _max_prompt_rows(run_id, source, measure, **kw) -> list[dict]:

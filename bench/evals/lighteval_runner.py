@@ -21,8 +21,9 @@ own rule, the doc itself excluded), and rows record `fewshot_split`.
 
 Two settings make lighteval comparable with lm-eval on the same tasks; rows record both:
 - `doc_selection` (with a limit): `first_n`, the split's first N documents as lm-eval takes them
-  (each with the shots lighteval gives it in a full run), or `lighteval`, the engine's seed-42
-  shuffle; without a limit both are `all`;
+  (each with the shots lighteval gives it in a full run), `spread`, N documents spread evenly over
+  the split (likewise; the random-weights check uses it), or `lighteval`, the engine's seed-42
+  shuffle; without a limit all are `all`;
 - `acc_norm_space`: whether acc_norm counts a choice's leading space in its length (`counted`,
   lighteval's LogProbCharNorm default) or not (`ignored`, lm-eval's acc_norm). Default per suite:
   `ignored` for local (the cross-engine check), `counted` for v1 (the engine's own number).
@@ -48,7 +49,7 @@ VENV = ROOT / ".venv-lighteval"
 WORKER = Path(__file__).with_name("lighteval_worker.py")
 ENV_SCRIPT = Path(__file__).with_name("lighteval_env.sh")
 SUITES = ("local", "v1")
-DOC_SELECTIONS = ("first_n", "lighteval")
+DOC_SELECTIONS = ("first_n", "spread", "lighteval")
 ACC_NORM_SPACES = ("counted", "ignored")
 DEFAULT_ACC_NORM_SPACE = {"local": "ignored", "v1": "counted"}
 # lighteval's metric names -> ours
@@ -183,6 +184,8 @@ def run_lighteval(model, tokenizer, suite: str, out_dir: str | Path, limit: int 
     acc_norm_space = acc_norm_space or DEFAULT_ACC_NORM_SPACE[suite]
     if acc_norm_space not in ACC_NORM_SPACES:
         raise ValueError(f"acc_norm_space must be one of {ACC_NORM_SPACES}, got {acc_norm_space!r}")
+    import torch
+
     python = venv_python(venv)
     out_dir = Path(out_dir)
     model_dir, data_dir, results_dir = out_dir / "model", out_dir / "data", out_dir / "lighteval"
@@ -207,7 +210,8 @@ def run_lighteval(model, tokenizer, suite: str, out_dir: str | Path, limit: int 
     _save_model(model, tokenizer, model_dir)
     cmd = [str(python), str(WORKER), "--model-dir", str(model_dir), "--plan", str(plan_file),
            "--tasks", ",".join(f"{t['name']}|{t['fewshot']}" for t in plan), "--out", str(results_dir),
-           "--batch-size", str(batch_size), "--seed", str(seed), "--doc-selection", doc_selection]
+           "--batch-size", str(batch_size), "--seed", str(seed), "--doc-selection", doc_selection,
+           "--threads", str(torch.get_num_threads())]  # the caller's CPU threads (the run's `threads`)
     if limit is not None:
         cmd += ["--max-samples", str(int(limit))]
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1")

@@ -1,8 +1,8 @@
 """lighteval worker: runs inside .venv-lighteval, started by lighteval_runner.py as a subprocess.
 
     .venv-lighteval/bin/python bench/evals/lighteval_worker.py --model-dir DIR --plan PLAN.json
-        --tasks name|fewshot,... --out DIR [--max-samples N] [--doc-selection first_n|lighteval]
-        [--batch-size B] [--seed S]
+        --tasks name|fewshot,... --out DIR [--max-samples N] [--doc-selection first_n|spread|lighteval]
+        [--batch-size B] [--seed S] [--threads T]
 
 Reads a Hugging Face format model directory (importing models.hf first, so the in-repo Mamba
 loads through AutoModelForCausalLM), evaluates the plan's tasks (lighteval_tasks.py) with
@@ -24,7 +24,9 @@ Document selection under --max-samples: lighteval shuffles a task's documents (s
 takes the first N; lm-eval takes the first N of the split. `first_n` scores the first N documents
 of the split, each with the very few-shot examples lighteval gives it in a full run (its docs are
 built as for a full run, then the first N by index are kept), so the two engines score the same
-documents; `lighteval` keeps the engine's shuffle.
+documents; `spread` takes N documents spread evenly over the split (i * size // N), each likewise
+with its full-run shots (a split's first documents can share one label); `lighteval` keeps the
+engine's shuffle.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
 ROOT = Path(__file__).resolve().parents[2]
 TASKS_MODULE = Path(__file__).with_name("lighteval_tasks.py")
-DOC_SELECTIONS = ("first_n", "lighteval")
+DOC_SELECTIONS = ("first_n", "spread", "lighteval")
 
 
 def _only_custom_tasks(custom_tasks=None, load_multilingual=False):
@@ -49,13 +51,18 @@ def _only_custom_tasks(custom_tasks=None, load_multilingual=False):
     return Registry._extract_configs(Registry.create_custom_tasks_module(custom_tasks))
 
 
-def _first_n(engine_get_docs):
-    """LightevalTask.get_docs taking the split's first N documents instead of N shuffled ones."""
+def _by_index(engine_get_docs, how: str):
+    """LightevalTask.get_docs taking N documents of the split by index instead of N shuffled ones:
+    its first N (`first_n`) or N spread evenly over it (`spread`: documents i * size // N)."""
 
     def get_docs(self, max_samples=None):
         docs = engine_get_docs(self, None)  # every doc, with the few-shot examples of a full run
         if max_samples:
-            docs = sorted(docs, key=lambda d: int(d.id))[:max_samples]
+            docs = sorted(docs, key=lambda d: int(d.id))
+            if how == "first_n":
+                docs = docs[:max_samples]
+            elif max_samples < len(docs):
+                docs = [docs[i * len(docs) // max_samples] for i in range(max_samples)]
         return docs
 
     return get_docs
@@ -84,6 +91,7 @@ def main(argv=None) -> None:
     parser.add_argument("--doc-selection", choices=DOC_SELECTIONS, default="first_n")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1234)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     os.environ["SSMB_LIGHTEVAL_PLAN"] = str(Path(args.plan).resolve())  # read by lighteval_tasks.py
     sys.path.insert(0, str(ROOT))
@@ -98,9 +106,11 @@ def main(argv=None) -> None:
     import models.hf  # noqa: F401  registers ssm_bench_mamba with AutoModelForCausalLM
 
     torch.manual_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     Registry.load_all_task_configs = staticmethod(_only_custom_tasks)
-    if args.doc_selection == "first_n":
-        LightevalTask.get_docs = _first_n(LightevalTask.get_docs)
+    if args.doc_selection != "lighteval":
+        LightevalTask.get_docs = _by_index(LightevalTask.get_docs, args.doc_selection)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tracker = EvaluationTracker(output_dir=str(out), save_details=True)

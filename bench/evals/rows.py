@@ -11,6 +11,7 @@ n_samples, stderr, plus the schema's value (= normalized) and unit ("score").
 
 from __future__ import annotations
 
+import json
 import math
 from statistics import fmean
 
@@ -34,7 +35,9 @@ def _clean(x):
 def rows_from_metrics(rules: dict[str, Rule], per_task: dict[str, dict], harness: str,
                       skipped: dict[str, str] | None = None) -> list[dict]:
     """skipped: the suite's tasks that could not run ({task: why}); every row then says the suite is
-    partial (suite_complete False) and the average row, over the tasks that ran, names them."""
+    partial (suite_complete False) and the average row, over the tasks that ran, names them
+    (missing_tasks: comma-separated) and says why (missing_why: JSON {task: one-line message naming
+    the file to provide}), so that a report built from the rows alone can say both."""
     rows, scores = [], {}
     for name, rule in rules.items():
         raw_by_subtask, n_total = {}, 0
@@ -55,6 +58,7 @@ def rows_from_metrics(rules: dict[str, Rule], per_task: dict[str, dict], harness
                          harness))
     rows.append(_row("average", ALL, "score", None, fmean(scores.values()), None, None, harness))
     rows[-1]["missing_tasks"] = ",".join(sorted(skipped)) if skipped else None
+    rows[-1]["missing_why"] = json.dumps(dict(sorted(skipped.items()))) if skipped else None
     for row in rows:
         row["suite_complete"] = not skipped
     return rows

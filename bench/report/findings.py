@@ -152,18 +152,22 @@ def _generation(d: pd.DataFrame) -> list[str]:
 
 def _leaderboard(d: pd.DataFrame) -> list[str]:
     from bench.evals.published import load_published
+    from bench.report.leaderboard import coverage_text, fmt_score, suite_coverage
 
     scores = plots.leaderboard_scores(d)
     if scores.empty:
         return []
     scores = scores[scores["task"] != "average"]  # the suite's own mean: not a task
-    partial = "suite_complete" in d and (d["suite_complete"].astype(str).isin(["False", "0", "0.0"])).any()
+    partial = sorted({f"{e['suite']} {coverage_text(e)}" + (f", no data for {', '.join(sorted(e['missing']))}"
+                                                           if e["missing"] else "")
+                      for e in suite_coverage(d) if not e["complete"]})
     random = "weights" in d and (d["weights"].astype(str) == "random").all()
     note = (" (random weights: chance level, a normalized score near 0, is what a correct harness gives)"
-            if random else "") + (" — a partial suite: not comparable with a published average" if partial else "")
+            if random else "") + (f" — {'; '.join(partial)}: not comparable with a published average"
+                                  if partial else "")
     lines = []
     for head, g in _lines(scores, inner=("task",), origin=d):
-        cells = [f"{name} {fmt_number(e['value'].mean())}" for name, _, e in _entries(g)]
+        cells = [f"{name} {fmt_score(e['value'].mean())}" for name, _, e in _entries(g)]
         lines.append(f"{head}: mean normalized score over {g['task'].nunique()} tasks — " + "; ".join(cells)
                      + note + ".")
     published = load_published()

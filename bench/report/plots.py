@@ -328,9 +328,9 @@ def leaderboard_scores(df: pd.DataFrame) -> pd.DataFrame:
 
 def plot_leaderboard(df: pd.DataFrame) -> Figure | None:
     """Grouped bars per task: each model and settings' measured score next to its published one (hatched)."""
-    from bench.report.leaderboard import with_published
+    from bench.report.leaderboard import coverage, with_published
 
-    scores = leaderboard_scores(with_published(df))
+    scores = leaderboard_scores(coverage(with_published(df)))  # suite_complete in words, not 1/0
     if scores.empty:
         return None
     cols = [c for c in scores.columns if c not in ("task", "value")]

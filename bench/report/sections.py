@@ -456,9 +456,9 @@ def _max_seq_len(d: pd.DataFrame) -> Section:
 def _leaderboard(d: pd.DataFrame) -> Section:
     s = Section(SCENARIO_TITLES["leaderboard"])
     d = leaderboard.with_published(d)  # the release's published scores, source "published"
-    scores = plots.leaderboard_scores(d)
+    scores = plots.leaderboard_scores(leaderboard.coverage(d))  # suite_complete in words, not 1/0
     keys = [c for c in scores.columns if c not in ("task", "value")]
-    rows = [{**key_cells(values), **{task: fmt_value(v, "score") for task, v in zip(g["task"], g["value"])}}
+    rows = [{**key_cells(values), **{task: leaderboard.fmt_score(v) for task, v in zip(g["task"], g["value"])}}
             for values, g in groups(scores, keys)]
     s.items.append("Normalized score per task (the task's own row, else the mean of its subtasks).")
     s.items += _described(d, pd.DataFrame(rows), keys)
