@@ -8,10 +8,13 @@ to the class logits, inference only.
 Measured, for each resolution (ascending), on the job's device:
 - throughput: `warmup` forwards discarded, then `repeats` timed forwards (images/s each, and
   their median, min and max);
-- peak memory of one more forward (its input batch included): the CUDA allocator's
-  max_memory_allocated on a GPU; on a CPU the live tensor storage bytes the forward creates
-  (bench/memory/trackers.py's cpu tracker). `peak_memory` is the total (weights + inputs +
-  activations), `activation_memory` what the forward adds above the weights.
+- peak memory of one forward (its input batch included): the CUDA allocator's
+  max_memory_allocated on a GPU, after the timed forwards; on a CPU the live tensor storage
+  bytes the forward creates (bench/memory/trackers.py's cpu tracker), in the first warm-up
+  forward. `peak_memory` is the total (weights + inputs + activations), `activation_memory`
+  what the forward adds above what the model holds between forwards (weights, cached A);
+- fits of activation memory against tokens (memory_exponents: log-log exponents, and the
+  leading term of a + bN + cN^2).
 DeiT runs once per attention kind in `attention` (sdpa: fused, eager: explicit (N, N) scores);
 Vim has no attention (`attention` = "none").
 
@@ -133,9 +136,14 @@ def measure_resolution(model, cfg, device, dtype, resolution: int, guard: "FakeM
         if too_big:
             return [{"metric": "error", "value": float("nan"), "unit": None, "status": "failed", "reason": too_big,
                      "oom": True}]
-    batch = images(sc.batch_size, resolution, device, dtype, cfg.seed)
+    # On a CPU the tracked forward is the first warm-up forward (a forward saved per size): the
+    # storage bytes it counts do not depend on warm-up, and the probe already made the model's
+    # lazy caches. A GPU measures after warm-up (kernel autotuning, cuBLAS's workspace).
+    first = device.type == "cpu"
     try:
-        for _ in range(sc.warmup):
+        memory = peak_memory(model, device, dtype, sc.batch_size, resolution, cfg.seed) if first else None
+        batch = images(sc.batch_size, resolution, device, dtype, cfg.seed)
+        for _ in range(max(sc.warmup - first, 0)):
             model(batch)
         seconds = []
         for _ in range(sc.repeats):
@@ -147,7 +155,8 @@ def measure_resolution(model, cfg, device, dtype, resolution: int, guard: "FakeM
         if not bool(torch.isfinite(logits).all()):
             raise InvalidOutput(f"non-finite logits at {resolution}x{resolution}")
         del batch, logits
-        memory = peak_memory(model, device, dtype, sc.batch_size, resolution, cfg.seed)
+        if memory is None:
+            memory = peak_memory(model, device, dtype, sc.batch_size, resolution, cfg.seed)
     except (torch.OutOfMemoryError, MemoryError) as e:
         return [oom_row(e)]
     except RuntimeError as e:
@@ -194,14 +203,6 @@ def held_tensors(model) -> torch.nn.Module:
     for i, t in enumerate(held):
         holder.register_buffer(f"held{i}", t, persistent=False)
     return holder
-
-
-def model_bytes(model) -> int:
-    """Storage bytes of the weights, buffers and held tensors (each storage once)."""
-    storages = {}
-    for t in [*model.parameters(), *model.buffers(), *held_tensors(model).buffers()]:
-        storages[id(t.untyped_storage())] = t.untyped_storage().nbytes()
-    return sum(storages.values())
 
 
 def oom_row(e: BaseException) -> dict:
@@ -283,6 +284,10 @@ class FakeModel:
         self.tracker = YoungGcTracker(kernels)  # a full gc between fake trials costs ~1 s, finds nothing more
         self.model = self.tracker.build(lambda: build_model(cfg.model, attention, torch.device("cpu"), dtype, False))
         self.tracker.adopt(self.model)
+        # Bytes live between forwards: the weights, then also what the first forward left for good
+        # (the mixers' cached A; on a GPU profile, cuBLAS's workspace). A peak less these is the
+        # activations, as a device's tracker counts them after warm-up.
+        self.resident_bytes = self.tracker.live_bytes()
         self.dtype = dtype
         self._peaks: dict[tuple[int, int], int] = {}
 
@@ -294,13 +299,8 @@ class FakeModel:
             if m.oom:
                 raise RuntimeError(f"simulated forward ran out of memory: {m.error}")
             self._peaks[batch, resolution] = m.total_bytes
+            self.resident_bytes = self.tracker.live_bytes()
         return self._peaks[batch, resolution]
-
-    @property
-    def weights_bytes(self) -> int:
-        """The model's own bytes (weights, and what a forward left cached on it): a peak less
-        these is the activations, as peak_memory counts them on a CPU."""
-        return model_bytes(self.model)
 
 
 def load_hardware(name: str):
@@ -353,7 +353,7 @@ def simulate(cfg, attention: str, dtype, patch: int) -> list[dict]:
                       "kernels": hardware.kernels, "memory": "fake_tensor_storage"}
             best, how = max_batch(peak, hardware.budget_bytes)
             rows += [{**common, "metric": "peak_memory", "value": peak(sc.batch_size), "unit": BYTES},
-                     {**common, "metric": "activation_memory", "value": peak(sc.batch_size) - fake.weights_bytes,
+                     {**common, "metric": "activation_memory", "value": peak(sc.batch_size) - fake.resident_bytes,
                       "unit": BYTES},
                      {**common, "metric": "max_batch", "value": best, "unit": IMAGES, "fit_check": how}]
     return rows
