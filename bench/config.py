@@ -19,7 +19,8 @@ from omegaconf import MISSING, OmegaConf
 from bench.schema import ARCHS, PROBE_TASKS
 
 FAMILIES = ("mamba", "falcon_mamba", "llama", "mistral", "dummy", "vim", "deit")
-VISION_FAMILIES = ("vim", "deit")  # image classifiers: the vision scenario only
+VISION_IMPLS = {"vim": ("ssm_bench",), "deit": ("transformers", "timm")}  # image classifier family -> its backends
+VISION_FAMILIES = tuple(VISION_IMPLS)  # the vision scenario only
 IMPLS = ("ssm_bench", "transformers", "dummy", "auto", "timm")  # auto: the pairing decides (bench/pairing.py)
 WEIGHTS = ("random", "pretrained")
 DTYPES = ("float32", "bfloat16", "float16")
@@ -121,6 +122,10 @@ class HardwareConfig:
 class ScenarioConfig:
     name: str = MISSING
 
+    def check_run(self, cfg: "BenchConfig") -> None:
+        """Rules tying this scenario to the rest of the run (model, pairing, dtype), checked by
+        BenchConfig once the pairing has filled model.impl. Most scenarios have none."""
+
 
 @dataclass
 class GenerationConfig(ScenarioConfig):
@@ -185,6 +190,12 @@ class CrossCheckConfig(GenerationConfig):
         if not 0 < self.tolerance < 1:
             raise ConfigError(f"scenario.tolerance: must be in (0, 1), got {self.tolerance}")
 
+    def check_run(self, cfg: "BenchConfig") -> None:
+        if cfg.pairing != "release":
+            raise ConfigError(f"pairing: the crosscheck scenario times ssm-bench's loop against optimum-benchmark, "
+                              f"which runs transformers' defaults (eager decode, dynamic cache): pairing=release, "
+                              f"not {cfg.pairing!r}")
+
 
 @dataclass
 class BatchConfig(ScenarioConfig):
@@ -227,6 +238,11 @@ class ImplementationConfig(ScenarioConfig):
     def __post_init__(self):
         for name in ("prompt_len", "decode_tokens", "memory_prompt_len", "repeats", "batch_size"):
             _positive(f"scenario.{name}", getattr(self, name))
+
+    def check_run(self, cfg: "BenchConfig") -> None:
+        if cfg.model.impl != "ssm_bench":
+            raise ConfigError(f"model.impl: the implementation scenario compares the in-repo Mamba "
+                              f"(model.impl=ssm_bench) with transformers; got {cfg.model.impl!r}")
 
 
 @dataclass
@@ -352,6 +368,9 @@ class VisionConfig(ScenarioConfig):
             if not (CONFIG_DIR / "hardware" / f"{name}.yaml").is_file():
                 raise ConfigError(f"scenario.budgets: {name!r} is not a profile in configs/hardware/")
 
+    def check_run(self, cfg: "BenchConfig") -> None:
+        _one_of("model.impl", cfg.model.impl, VISION_IMPLS[cfg.model.family])
+
 
 @dataclass
 class ProbeConfig(ScenarioConfig):
@@ -371,6 +390,10 @@ class ProbeConfig(ScenarioConfig):
     # Test lengths as multiples of seq_len, for the tasks that extrapolate (induction heads).
     extrapolate: List[int] = field(default_factory=lambda: [2, 4, 8, 16])
     progress: bool = True
+
+    def check_run(self, cfg: "BenchConfig") -> None:
+        _one_of("dtype", cfg.dtype, ("float32",))  # it trains real models
+        _one_of("model.impl", cfg.model.impl, ("ssm_bench", "transformers"))
 
     def __post_init__(self):
         _one_of("scenario.task", self.task, PROBE_TASKS)
@@ -417,13 +440,6 @@ class BenchConfig:
 
         if self.model.family not in VISION_FAMILIES:  # image classifiers name their impl (vision scenario)
             pairing.apply(self)  # model.impl and scenario.kv_cache as the pairing runs them
-        if getattr(self.scenario, "name", None) == "crosscheck" and self.pairing != "release":
-            raise ConfigError(f"pairing: the crosscheck scenario times ssm-bench's loop against optimum-benchmark, "
-                              f"which runs transformers' defaults (eager decode, dynamic cache): pairing=release, "
-                              f"not {self.pairing!r}")
-        if getattr(self.scenario, "name", None) == "implementation" and self.model.impl != "ssm_bench":
-            raise ConfigError(f"model.impl: the implementation scenario compares the in-repo Mamba "
-                              f"(model.impl=ssm_bench) with transformers; got {self.model.impl!r}")
         emulated = getattr(self.scenario, "emulate", None) or self.hardware
         if (getattr(self.scenario, "measure", None) == "simulate" and self.model.arch == "ssm"
                 and self.model.impl == "transformers" and getattr(emulated, "kernels", "cpu") == "cuda"):
@@ -433,12 +449,7 @@ class BenchConfig:
         if (getattr(self.scenario, "name", None) == "vision") != (self.model.family in VISION_FAMILIES):
             raise ConfigError(f"model.family: the vision scenario runs {list(VISION_FAMILIES)} models, and only it "
                               f"does; got family {self.model.family!r} with scenario {self.scenario.name!r}")
-        vision_impls = {"vim": ("ssm_bench",), "deit": ("transformers", "timm")}.get(self.model.family)
-        if vision_impls:
-            _one_of("model.impl", self.model.impl, vision_impls)
-        if getattr(self.scenario, "name", None) == "probe":  # it trains real float32 models
-            _one_of("dtype", self.dtype, ("float32",))
-            _one_of("model.impl", self.model.impl, ("ssm_bench", "transformers"))
+        self.scenario.check_run(self)  # the scenario's own rules about the model and the pairing
         if self.round < 0:
             raise ConfigError(f"round: must be >= 0, got {self.round}")
         if self.threads < 0:
