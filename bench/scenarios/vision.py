@@ -142,6 +142,8 @@ def measure_resolution(model, cfg, device, dtype, resolution: int, guard: "FakeM
     first = device.type == "cpu"
     try:
         memory = peak_memory(model, device, dtype, sc.batch_size, resolution, cfg.seed) if first else None
+        if memory is not None and memory.oom:
+            return [oom_row(RuntimeError(memory.error))]
         batch = images(sc.batch_size, resolution, device, dtype, cfg.seed)
         for _ in range(max(sc.warmup - first, 0)):
             model(batch)
