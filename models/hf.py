@@ -155,9 +155,7 @@ class SsmBenchMambaForCausalLM(PreTrainedModel, GenerationMixin):
             logits = self.mamba(input_ids, cache, logits_to_keep=logits_to_keep)
             return CausalLMOutput(logits=logits.float(), cache=cache)
         if padded:
-            logits = self._forward_padded(input_ids, attention_mask)
-            if logits_to_keep:
-                logits = logits[:, -logits_to_keep:]
+            logits = self._forward_padded(input_ids, attention_mask, logits_to_keep)
         else:
             # MambaLM.forward is inference-only (no autograd through the in-place scan).
             logits = self.mamba(input_ids, logits_to_keep=logits_to_keep)
@@ -168,15 +166,20 @@ class SsmBenchMambaForCausalLM(PreTrainedModel, GenerationMixin):
                                    ignore_index=-100)
         return CausalLMOutput(loss=loss, logits=logits)
 
-    def _forward_padded(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Each row on its own kept tokens (mask 1), so pad tokens never enter the SSM state."""
-        out = None
-        for i in range(input_ids.shape[0]):
+    def _forward_padded(self, input_ids: Tensor, attention_mask: Tensor, logits_to_keep: int = 0) -> Tensor:
+        """Each row on its own kept tokens (mask 1), so pad tokens never enter the SSM state.
+        logits_to_keep=k: logits of the last k positions only, (b, k, V), pad positions zero; the
+        head then runs on those positions alone (generate() with left padding runs the whole
+        sequence every step: a 65k-token head over every position made that the cost)."""
+        b, length = input_ids.shape
+        start = length - logits_to_keep if 0 < logits_to_keep < length else 0
+        out = torch.zeros(b, length - start, self.lm_head.weight.shape[0], device=input_ids.device)
+        for i in range(b):
             keep = attention_mask[i].bool()
-            row = self.mamba(input_ids[i, keep][None])[0]  # (kept, V)
-            if out is None:
-                out = row.new_zeros(*input_ids.shape, row.shape[-1])
-            out[i, keep] = row
+            wanted = keep[start:]  # kept positions whose logits are returned: the row's last n kept tokens
+            n = int(wanted.sum())
+            if n:
+                out[i, wanted] = self.mamba(input_ids[i, keep][None], logits_to_keep=n)[0].to(out.dtype)  # (n, V)
         return out
 
     @classmethod

@@ -74,6 +74,21 @@ def test_left_padding_is_ignored(mamba):
     torch.testing.assert_close(logits[1], mamba(x[1:])[0])
 
 
+def test_left_padding_with_logits_to_keep(mamba):
+    """logits_to_keep with padding: the last k positions' logits, computed on the kept tokens only
+    (pads zero), equal to the full forward's last k."""
+    x = torch.randint(0, 97, (3, 8))
+    mask = torch.ones_like(x)
+    mask[0, :3] = 0
+    mask[2, :7] = 0  # one kept token, fewer than k
+    hf = to_hf(mamba)
+    full = hf(x, attention_mask=mask).logits
+    for k in (1, 3, 8):
+        last = hf(x, attention_mask=mask, logits_to_keep=k).logits
+        assert last.shape == (3, k, 97)
+        torch.testing.assert_close(last, full[:, -k:])
+
+
 def test_loss_with_labels(mamba):
     x = torch.randint(0, 97, (1, 6))
     out = to_hf(mamba)(x, labels=x)

@@ -11,7 +11,8 @@ lighteval's transformers backend on CPU or the first GPU, and writes
     out/metrics.json  {task: {"metrics": {name: value}, "stderr": {name: value}, "n_samples": int,
                               "fewshot_split": split the shots came from, "engine_fewshot_split": ...}}
     out/samples.json  {task: [{"doc_id": int, "gold": gold index(es), "metrics": {name: value}, "logprobs": [per choice],
-                               "n_tokens": [tokens per choice], "text": [generations]}]}
+                               "n_tokens": [tokens per choice as scored, or per generation], "choices": [text],
+                               "text": [generations]}]}
 
 plus lighteval's own results and per-sample details under out/. Workarounds for lighteval 0.13
 offline:
@@ -68,13 +69,29 @@ def _by_index(engine_get_docs, how: str):
     return get_docs
 
 
-def _n_tokens(output_tokens) -> list[int]:
-    """Tokens per choice (loglikelihood: a [choices, longest] tensor padded with -1) or per generation."""
+def _n_tokens(model, detail) -> list[int]:
+    """Tokens per choice as the engine scored them (loglikelihood), or per generation.
+
+    A loglikelihood doc's count comes from lighteval's own split of context and choice (its
+    tok_encode_pair, pairwise as its batches do), not from the response's output_tokens: lighteval
+    0.13 cuts that [choices, longest] tensor to min(choices, longest) rows
+    (`gathered_continuations[i][:num_choices][:len_choice]`), so an ARC doc whose longest choice
+    is 2 tokens kept 2 of its 4 rows. The recomputed context must have as many tokens as the one
+    scored (the response's input_tokens), else this raises."""
     import torch
 
-    if output_tokens is None:
+    response, doc = detail.model_response, detail.doc
+    if response.logprobs and doc.choices and len(response.logprobs) == len(doc.choices):
+        context, continuations = model.tok_encode_pair(model.prompt_manager.prepare_prompt(doc), list(doc.choices),
+                                                       pairwise=True)
+        scored = response.input_tokens
+        if scored is not None and len(scored) and len(context[0]) != len(scored):
+            raise RuntimeError(f"doc {doc.id}: recomputed context has {len(context[0])} tokens, "
+                               f"lighteval scored {len(scored)}")
+        return [len(c) for c in continuations]
+    if response.output_tokens is None:
         return []
-    return [int((torch.as_tensor(t) != -1).sum()) for t in output_tokens]
+    return [int((torch.as_tensor(t) != -1).sum()) for t in response.output_tokens]
 
 
 def _task_key(key: str) -> str:
@@ -122,7 +139,9 @@ def main(argv=None) -> None:
     pipeline = Pipeline(tasks=args.tasks, pipeline_parameters=params, evaluation_tracker=tracker,
                         model_config=model_config)
     pipeline.model._cache = None  # keyed on the model path, not the weights: never reuse
+    tokenizer = pipeline.model.tokenizer  # evaluate() ends with model.cleanup(), which deletes it
     pipeline.evaluate()
+    pipeline.model._tokenizer = tokenizer  # for _n_tokens: the engine's own tokenization, after the run
     pipeline.save_and_push_results()
     results = pipeline.get_results()
     details = pipeline.get_details()  # {"task|fewshot": [one Detail per sample]}
@@ -137,7 +156,7 @@ def main(argv=None) -> None:
         samples[_task_key(name)] = [
             {"doc_id": int(d.doc.id), "gold": d.doc.gold_index, "metrics": {k: float(v) for k, v in d.metric.items()},
              "logprobs": [float(x) for x in (d.model_response.logprobs or [])],
-             "n_tokens": _n_tokens(d.model_response.output_tokens),
+             "n_tokens": _n_tokens(pipeline.model, d), "choices": [str(c) for c in (d.doc.choices or [])],
              "truncated": int(d.model_response.truncated_tokens_count or 0),
              "text": [str(t) for t in (d.model_response.text or [])]} for d in entries]
     per_task = {}
