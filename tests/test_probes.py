@@ -22,9 +22,9 @@ register_configs()
 IGNORE = tasks.IGNORE
 
 
-def load(overrides=()):
+def load(overrides=(), scenario="probe"):
     with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        return OmegaConf.to_object(compose(config_name="config", overrides=["scenario=probe", *overrides]))
+        return OmegaConf.to_object(compose(config_name="config", overrides=[f"scenario={scenario}", *overrides]))
 
 
 # ----------------------------------------------------------------------------- the tasks
@@ -189,14 +189,33 @@ def test_the_mamba_trains_from_mamba_ssm_init():
     assert smallest_mixer_gradient(model) > 1e-8
 
 
-def test_the_job_saves_weights_that_reload_to_the_same_accuracy(tmp_path):
+TINY_JOB = ["scenario.task=induction_heads", "scenario.seq_len=32", "scenario.d_model=16", "scenario.steps=6",
+            "scenario.batch_size=16", "scenario.test_examples=64", "scenario.extrapolate=[2]", "scenario.progress=false"]
+
+
+@pytest.fixture(scope="module", params=["probe_mamba", "probe_llama"])
+def trained_probe(request, tmp_path_factory):
+    """One tiny probe job per architecture: (its config, its rows, its weights directory)."""
+    out = tmp_path_factory.mktemp(request.param)
+    cfg = load([f"model={request.param}", *TINY_JOB])
+    backend = get_backend_class(cfg.model.impl)(cfg.model, torch.device("cpu"), DTYPES[cfg.dtype])
+    return cfg, pd.DataFrame(probe.run(cfg, backend, out)), out / probe.WEIGHTS
+
+
+def load_saved(cfg, weights, scenario="probe", overrides=()):
+    """The saved weights as another scenario loads them (the README's route), loaded."""
+    again = load([f"model={cfg.model.name}", "model.weights=pretrained", f"model.path={weights}",
+                  f"model.vocab_size={tasks.TASKS[cfg.scenario.task].vocab}", "model.match_vocab=false", *overrides],
+                 scenario=scenario)
+    backend = get_backend_class(again.model.impl)(again.model, torch.device("cpu"), torch.float32)
+    backend.load()
+    return again, backend
+
+
+def test_the_job_saves_weights_that_reload_to_the_same_accuracy(trained_probe):
     """The whole scenario on a tiny run: rows, the weights directory, and a strict reload through
     the backend (model.weights=pretrained) that scores exactly what the job recorded."""
-    cfg = load(["model=probe_mamba", "scenario.task=induction_heads", "scenario.seq_len=32", "scenario.d_model=16",
-                "scenario.steps=6", "scenario.batch_size=16", "scenario.test_examples=64", "scenario.extrapolate=[2]",
-                "scenario.progress=false"])
-    backend = get_backend_class(cfg.model.impl)(cfg.model, torch.device("cpu"), DTYPES[cfg.dtype])
-    rows = pd.DataFrame(probe.run(cfg, backend, tmp_path))
+    cfg, rows, weights = trained_probe
     acc = rows[rows["metric"] == "accuracy"].set_index("test_len")
     assert list(acc.index) == [32, 64]
     assert (acc["value"] == acc["reloaded_accuracy"]).all()
@@ -204,15 +223,42 @@ def test_the_job_saves_weights_that_reload_to_the_same_accuracy(tmp_path):
     assert rows["params"].nunique() == 1 and rows["params"].iloc[0] > 0
 
     # Reloaded again, from outside the job, as another scenario would load it.
-    weights = tmp_path / probe.WEIGHTS
     assert (weights / "model.safetensors").is_file()
-    reload = load(["model=probe_mamba", "model.weights=pretrained", f"model.path={weights}", "model.vocab_size=16",
-                   "model.match_vocab=false"])
-    again = get_backend_class(reload.model.impl)(reload.model, torch.device("cpu"), torch.float32)
-    again.load()
+    _, again = load_saved(cfg, weights)
     _, tests = tasks.train_test(tasks.TASKS["induction_heads"], 32, 6 * 16, 64, cfg.seed, (64,))
     for length, test in tests.items():
         assert accuracy(again.model, *test)[0] == acc.loc[length, "value"]
+
+
+def test_the_generation_scenario_runs_on_the_saved_weights(trained_probe):
+    """The generation scenario on a trained probe, loaded by the README's route: its rows come from
+    the trained model (its parameter count), and the decode it times (prefill, then one cached step
+    per token) produces the tokens the trained model's own forward predicts."""
+    from bench.scenarios import generation
+    from safetensors.torch import load_file
+
+    cfg, rows, weights = trained_probe
+    gen, backend = load_saved(cfg, weights, scenario="generation",
+                              overrides=["scenario.new_tokens=12", "scenario.window=4", "scenario.repeats=1",
+                                         "scenario.warmup_tokens=0", "scenario.progress=false"])
+    saved = load_file(weights / "model.safetensors")
+    loaded = backend.model.state_dict()
+    assert saved and all(torch.equal(loaded[name], tensor) for name, tensor in saved.items())
+    assert backend.num_params() == rows["params"].iloc[0]
+
+    out = pd.DataFrame(generation.run(gen, backend))
+    decode = out[(out["metric"] == "decode_throughput") & out["stat"].isna()]
+    assert len(decode) == 1 and decode["value"].iloc[0] > 0
+
+    ids = generation.random_prompt(backend, gen.scenario, gen.seed)
+    with torch.inference_mode():
+        logits, state = backend.prefill(ids)
+        for _ in range(10):  # greedy, as the scenario decodes
+            token = logits.argmax(dim=-1)
+            ids = torch.cat([ids, token.reshape(len(ids), -1)[:, -1:]], dim=1)
+            logits = backend.step(token, state)
+    expected = models.eval_logits(backend.model, ids[:, :-1]).argmax(-1)[:, gen.scenario.prompt_len - 1:]
+    assert torch.equal(ids[:, gen.scenario.prompt_len:], expected)
 
 
 def test_a_changed_score_after_reload_is_invalid():
