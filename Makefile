@@ -83,11 +83,13 @@ bench-evals: $(STAMP) lighteval-env
 
 # The leaderboard suites on the real local data (make data), tiny random models of each architecture
 # with the Falcon tokenizer, scenario.limit documents per subtask; scenario.limit=null runs them in full.
-# v2 through lm-eval, then v1 through lighteval (its own venv) on the same models.
+# v2 through lm-eval, then v1 through lighteval (its own venv) on the same models; about 6 CPU-minutes
+# at the default limit (2). The report reads ARGS' results_dir=, when given.
+LB_RESULTS = $(patsubst results_dir=%,%,$(filter results_dir=%,$(ARGS)))
 bench-leaderboard: $(STAMP) data lighteval-env
 	$(PY) -m bench experiment=leaderboard $(ARGS); v2=$$?; \
 	$(PY) -m bench experiment=leaderboard scenario.harness=lighteval scenario.suite=v1 $(ARGS); v1=$$?; \
-	$(PY) -m bench.report && exit $$((v2 || v1))
+	$(PY) -m bench.report $(if $(LB_RESULTS),$(LB_RESULTS) --out $(LB_RESULTS)/report) && exit $$((v2 || v1))
 
 # Random weights are a check: chance scores on the v2 (lm-eval) and v1 (lighteval) multiple-choice
 # tasks, real data (slow).

@@ -128,12 +128,18 @@ def main(argv=None) -> None:
     Registry.load_all_task_configs = staticmethod(_only_custom_tasks)
     if args.doc_selection != "lighteval":
         LightevalTask.get_docs = _by_index(LightevalTask.get_docs, args.doc_selection)
-    out = Path(args.out)
+    out = Path(args.out).resolve()
+    # lighteval files its results and details under out/{results,details}/<model_name>/, and
+    # model_name is the path it loads: an absolute one copied the whole path, the job's
+    # `.<run>.staging-<id>` folder included, which the report then took for a killed job. Load it
+    # by its folder name, from its parent.
+    model_dir = Path(args.model_dir).resolve()
+    os.chdir(model_dir.parent)
     out.mkdir(parents=True, exist_ok=True)
     tracker = EvaluationTracker(output_dir=str(out), save_details=True)
     params = PipelineParameters(launcher_type=ParallelismManager.NONE, custom_tasks_directory=str(TASKS_MODULE),
                                 max_samples=args.max_samples)
-    model_config = TransformersModelConfig(model_name=str(Path(args.model_dir).resolve()),
+    model_config = TransformersModelConfig(model_name=model_dir.name,
                                            batch_size=args.batch_size,
                                            device="cuda" if torch.cuda.is_available() else "cpu")
     pipeline = Pipeline(tasks=args.tasks, pipeline_parameters=params, evaluation_tracker=tracker,
