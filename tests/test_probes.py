@@ -261,6 +261,19 @@ def test_the_generation_scenario_runs_on_the_saved_weights(trained_probe):
     assert torch.equal(ids[:, gen.scenario.prompt_len:], expected)
 
 
+def test_the_report_calls_the_probes_weights_trained(trained_probe, tmp_path):
+    """config.yaml says model.weights=random (what the job started from); the report must keep the
+    rows' own "trained", not call a trained model's accuracy a random model's."""
+    from bench.report.load import read_run
+    from bench.runner import to_table
+
+    cfg, rows, _ = trained_probe
+    to_table(rows.to_dict("records"), cfg, "run").to_parquet(tmp_path / "results.parquet")
+    (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+    assert cfg.model.weights == "random"
+    assert set(read_run(tmp_path).rows["weights"]) == {"trained"}
+
+
 def test_a_changed_score_after_reload_is_invalid():
     from bench.backends.base import InvalidOutput
 

@@ -146,7 +146,9 @@ def read_run(path: Path) -> Run:
     stale = _staleness(meta, notes)
     rows["run_dir"] = str(path)
     rows["git_sha"] = meta.get("git_sha")
-    rows["weights"] = weights_kind(config)
+    # A job that trains (the probes) records "trained" in its rows; config.yaml says what it started from.
+    kind = weights_kind(config)
+    rows["weights"] = rows["weights"].where(rows["weights"] == "trained", kind) if "weights" in rows else kind
     rows["bandwidth_gbps"] = bandwidth_gbps(config)
     rows["stale"] = stale
     return Run(path, rows, config, meta, notes, stale, _last_attempt(meta))

@@ -285,6 +285,7 @@ def _caveats(c: Collection, table: pd.DataFrame) -> Section:
         bullets.append("**Published** rows are reference scores reported by others, not run here.")
     for kind, meaning in (("random", "random weights: speed and memory are representative, quality scores are not"),
                        ("pretrained", "pretrained weights"),
+                       ("trained", "weights trained in the job (the probes)"),
                        ("unknown", "weights not recorded in config.yaml (random or pretrained unknown)")):
         models = table.loc[(table["weights"] == kind) & (table["source"] != "published"), "model"]
         if not models.empty:
