@@ -113,3 +113,7 @@ def test_agreement_compares_each_full_window_with_the_sampled_window_from_the_sa
         assert r["full_spread"][0] <= r["full"] <= r["full_spread"][1]
     assert generation.main(["--models", "tiny_mamba", "--window", "8", "--windows", "3", "--rounds", "1"]) == 0
     assert "largest |sampled/full - 1| over windows" in capsys.readouterr().out
+    for empty in (["--windows", "1"], ["--rounds", "0"]):  # nothing to compare: an error, not "0.000"
+        with pytest.raises(SystemExit) as e:
+            generation.main(["--models", "tiny_mamba", *empty])
+        assert e.value.code == 2

@@ -88,9 +88,39 @@ def test_compile_time_is_its_own_row_and_cpu_keeps_the_fastest_path(compiled_lla
     chosen = (backend.decode_path, backend.kv_cache)
     assert chosen == max(rates, key=rates.get)  # the fastest one, as measured
     assert [(r["decode_path"], r["kv_cache"]) for r in by_metric["decode_path_throughput"] if r["chosen"]] == [chosen]
-    assert backend.describe()["kv_cache"] == backend.kv_cache  # the rows record the cache that ran
-    if backend.kv_cache == "dynamic":
-        assert backend._static is None  # the static cache it lost with is not held into the scenario
+
+
+@pytest.mark.parametrize("winner", [("eager", "dynamic"), ("eager", "static"), ("compiled", "static")])
+def test_the_rows_record_the_cache_and_path_the_cpu_chose(monkeypatch, winner):
+    """Whichever path the calibration finds fastest (forced here: timings are noisy) is what the
+    scenario runs and what every row records; the compile_time row keeps what was compiled."""
+    from bench.backends.transformers import COMPILE_WARMUP_STEPS, TransformersBackend
+    from bench.scenarios import generation
+
+    cfg = load(["pairing=best", "model=tiny_llama", "scenario=generation", *FAST])
+    backend = TransformersBackend(cfg.model, CPU, torch.float32, **TransformersBackend.run_options(cfg))
+    backend.load()
+
+    def fake_rate(self, batch_size, steps, compiled):
+        if steps == COMPILE_WARMUP_STEPS:
+            return 0.0  # the compile warm-up: not a calibration figure
+        return 100.0 if (("compiled" if compiled else "eager"), self.kv_cache) == winner else 10.0
+
+    backend.prefill(torch.zeros(1, 3, dtype=torch.long))  # the static cache the real calibration leaves behind
+    assert backend._static is not None
+    monkeypatch.setattr(TransformersBackend, "_decode_tokens", fake_rate)
+    rows = backend.prepare_decode(1)
+    (compile_row,) = [r for r in rows if r["metric"] == "compile_time"]
+    assert (compile_row["decode_path"], compile_row["kv_cache"]) == ("compiled", "static")
+    assert [(r["decode_path"], r["kv_cache"]) for r in rows if r.get("chosen")] == [winner]
+    assert (backend.decode_path, backend.kv_cache) == winner
+    assert (backend._static is None) == (winner[1] == "dynamic")  # a losing static cache is not kept
+    generated = generation.run(cfg, backend)
+    assert cfg.scenario.kv_cache == "static"  # the pairing's setting...
+    assert {r["kv_cache"] for r in generated} == {winner[1]}  # ...but the rows say what ran
+    assert backend.describe()["decode_path"] == winner[0]
+    cache = backend.prefill(torch.zeros(1, 3, dtype=torch.long))[1]
+    assert type(cache).__name__ == ("StaticCache" if winner[1] == "static" else "DynamicCache")
 
 
 def test_compiled_static_decode_matches_eager_dynamic_decode(compiled_llama):

@@ -148,7 +148,7 @@ class TransformersBackend(Backend):
         start = time.perf_counter()
         self._decode_tokens(batch_size, COMPILE_WARMUP_STEPS, compiled=True)  # traces, compiles, records graphs
         rows = [{**common, "metric": "compile_time", "value": time.perf_counter() - start, "unit": SECONDS,
-                 "decode_path": "compiled", "step": COMPILE_WARMUP_STEPS}]
+                 "decode_path": "compiled", "kv_cache": "static", "step": COMPILE_WARMUP_STEPS}]
         if cuda:
             self.decode_path = "compiled"
             return rows

@@ -291,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tolerance", type=float, default=0.05)
     args = parser.parse_args(argv)
+    if args.windows < 2 or args.rounds < 1 or args.window < 1:  # nothing to compare is no agreement
+        parser.error(f"--windows must be >= 2 (the first window is left out), --rounds and --window >= 1; "
+                     f"got {args.windows}, {args.rounds}, {args.window}")
     torch.set_num_threads(args.threads)
     register_configs()
     worst = worst_best = 0.0
