@@ -155,3 +155,28 @@ def test_the_report_never_pools_or_divides_across_pairings():
     ratios = implementation_ratios(rows)
     # one ratio per pairing, each between rows of that pairing (never 120 / 10 or 20 / 40)
     assert dict(zip(ratios["pairing"], ratios["ratio"])) == {"release": 2.0, "best": 3.0}
+
+
+def test_the_generation_table_keeps_path_preparation_apart():
+    """compile_time and the CPU's per-path calibration have their own decode path and cache: in
+    the Generation section they make a table of their own, not empty rows beside the measured one."""
+    import pandas as pd
+
+    from bench.report import sections
+
+    base = {"scenario": "generation", "model": "m", "arch": "transformer", "pairing": "best", "status": "ok",
+            "step": 64}
+    measured = [{**base, "decode_path": "compiled", "kv_cache": "static", "metric": "decode_throughput",
+                 "value": v, "unit": "tokens/s"} for v in (240.0, 250.0)]
+    prepared = [{**base, "decode_path": "compiled", "kv_cache": "static", "metric": "compile_time", "value": 25.5,
+                 "unit": "s"}] + \
+        [{**base, "decode_path": p, "kv_cache": c, "metric": "decode_path_throughput", "value": v, "unit": "tokens/s",
+          "chosen": p == "compiled"} for p, c, v in (("eager", "dynamic", 160.0), ("eager", "static", 150.0),
+                                                     ("compiled", "static", 246.0))]
+    tables = [i for i in sections._generation(pd.DataFrame(measured + prepared)).items if isinstance(i, pd.DataFrame)]
+    main, prep = tables
+    assert len(main) == 1 and "decode_path" not in main  # one measured row, no empty calibration groups
+    assert len(prep) == 1
+    assert prep["compiled, static cache (tokens/s)"].iloc[0].endswith("✓")
+    assert not prep["eager, dynamic cache (tokens/s)"].iloc[0].endswith("✓")
+    assert prep["compile time (s)"].iloc[0].startswith("25.5")

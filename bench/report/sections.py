@@ -337,6 +337,8 @@ def metric_table(d: pd.DataFrame, keys: list[str] | None = None) -> pd.DataFrame
 
 def _generation(d: pd.DataFrame) -> Section:
     s = Section(SCENARIO_TITLES["generation"])
+    prepared = d[d["metric"].isin(PREPARE_METRICS)]
+    d = d[~d["metric"].isin(PREPARE_METRICS)]  # a path's preparation has settings of its own: not a table row
     keys = series(d)
     rows = []
     for values, g in groups(d, keys):
@@ -372,7 +374,30 @@ def _generation(d: pd.DataFrame) -> Section:
                    "throughput of the first and last window (a ratio near 1 is flat; a KV cache makes it fall), "
                    "and memory after the last token.")
     s.items += _described(d, pd.DataFrame(rows), keys)
+    if not prepared.empty:
+        s.items += ["How each decode path was prepared before anything was timed (pairing=best): the compile time, "
+                    "never inside a throughput, and on a CPU each path's tokens/s over a short decode, ✓ the one "
+                    "kept for the measurements above.", *_prepared_table(prepared)]
     return s
+
+
+PREPARE_METRICS = ("compile_time", "decode_path_throughput")  # Backend.prepare_decode's rows
+
+
+def _prepared_table(d: pd.DataFrame) -> list:
+    keys = [c for c in series(d) if c not in ("decode_path", "kv_cache", "status")]  # the candidates are columns
+    rows = []
+    for values, g in groups(d, keys):
+        row = key_cells(values)
+        for r in g.to_dict("records"):
+            flag = f" {FLAG}" if r.get("status") == "flagged" else ""
+            if r["metric"] == "compile_time":
+                row["compile time (s)"] = fmt_value(r["value"], "s") + flag
+            else:
+                chosen = " ✓" if r.get("chosen") in (True, 1, 1.0, "True") else ""
+                row[f"{r['decode_path']}, {r['kv_cache']} cache (tokens/s)"] = fmt_value(r["value"], "") + chosen + flag
+        rows.append(row)
+    return _described(d, pd.DataFrame(rows), keys)
 
 
 def _crosscheck(d: pd.DataFrame) -> Section:
