@@ -422,3 +422,16 @@ def test_lighteval_prompt_functions_read_the_local_copies(built):
                    "mmlu:anatomy": ["lighteval/mmlu", "anatomy", 135, 135],
                    "winogrande": ["allenai/winogrande", "winogrande_xl", 1267, 1267],
                    "gsm8k": ["openai/gsm8k", "main", 1319, 1319]}
+
+
+def test_a_relative_v1_data_dir_is_read_as_absolute(tmp_path, monkeypatch):
+    """scenario.v1_data_dir=data (relative) must name the same folder in lighteval's worker, which
+    runs from the model's folder: the plan carries absolute paths."""
+    from bench.evals.lighteval_runner import _data_root
+
+    monkeypatch.chdir(tmp_path)
+    saved = data.DATA_DIR
+    with _data_root("data"):
+        assert data.DATA_DIR == tmp_path / "data" and data.DATA_DIR.is_absolute()
+        assert data.hub_dir() == tmp_path / "data" / "hub"
+    assert data.DATA_DIR == saved

@@ -243,8 +243,8 @@ def _data_root(root: str | Path | None):
     from bench import data
 
     saved = data.DATA_DIR
-    if root is not None:
-        data.DATA_DIR = Path(root)
+    if root is not None:  # absolute: the worker runs from another folder and reads the plan's paths there
+        data.DATA_DIR = Path(root).resolve()
     try:
         yield
     finally:
