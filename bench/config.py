@@ -16,7 +16,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from bench.schema import ARCHS, PROBE_TASKS
+from bench.schema import ARCHS, DOC_SELECTIONS, PROBE_TASKS
 
 FAMILIES = ("mamba", "falcon_mamba", "llama", "mistral", "dummy", "vim", "deit")
 VISION_IMPLS = {"vim": ("ssm_bench",), "deit": ("transformers", "timm")}  # image classifier family -> its backends
@@ -276,7 +276,8 @@ class LeaderboardConfig(ScenarioConfig):
     seed: int = 1234
     v1_data_dir: Optional[str] = None  # v1 data root holding hub/ (default: the project's data/, `make data`)
     # With a limit, which documents lighteval scores: first_n (the split's first N, as lm-eval) |
-    # lighteval (the engine's seed-42 shuffle). Rows record it (doc_selection).
+    # spread (N spread evenly over the split) | lighteval (the engine's seed-42 shuffle). Rows
+    # record it (doc_selection); lm-eval always takes the first N.
     doc_selection: str = "first_n"
     # lighteval's acc_norm: counted (a choice's leading space in its length: lighteval's own) |
     # ignored (lm-eval's). None: ignored for local (cross-engine), counted for v1 (the engine's number).
@@ -287,7 +288,10 @@ class LeaderboardConfig(ScenarioConfig):
         _one_of("scenario.harness", self.harness, HARNESSES)
         _one_of("scenario.suite", self.suite, HARNESSES[self.harness])
         _one_of("scenario.data", self.data, ("local", "hub"))
-        _one_of("scenario.doc_selection", self.doc_selection, ("first_n", "lighteval"))
+        _one_of("scenario.doc_selection", self.doc_selection, DOC_SELECTIONS)
+        if self.doc_selection != "first_n" and self.harness != "lighteval":
+            raise ConfigError(f"scenario.doc_selection: {self.doc_selection!r} chooses lighteval's documents; "
+                              f"lm-eval takes the first N (first_n), so with harness={self.harness} it would be a label only")
         if self.acc_norm_space is not None:
             _one_of("scenario.acc_norm_space", self.acc_norm_space, ("counted", "ignored"))
         _positive("scenario.batch_size", self.batch_size)

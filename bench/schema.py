@@ -43,6 +43,8 @@ SETTINGS = [
 # Machine load recorded with every timed row (bench/contention.py): the report flags contention.
 LOAD_COLUMNS = ["load1", "other_cpu"]
 ARCHS = ("ssm", "transformer")
+# With a limit, which documents lighteval scores (bench/evals/lighteval_runner.py says how each picks).
+DOC_SELECTIONS = ("first_n", "spread", "lighteval")
 # The probe scenario's tasks (bench/probes/tasks.py defines them).
 PROBE_TASKS = ("mqar", "selective_copying", "induction_heads")
 # crosscheck's `tool` column: our loop, transformers' generate() timed by us, optimum-benchmark.

@@ -208,3 +208,10 @@ def test_real_multirun_runs_each_job_in_its_own_process(tmp_path):
     table = pd.concat(pd.read_parquet(p) for p in runs)
     assert set(table["model"]) == {"tiny_mamba", "tiny_llama"} and table["status"].isin(MEASURED).all()
     assert set(table[table.metric == "decode_throughput"]["step"]) == {8, 16}
+
+
+def test_doc_selection_is_lightevals_choice_only():
+    assert load(["scenario=leaderboard", "scenario.harness=lighteval", "scenario.doc_selection=spread"]
+                ).scenario.doc_selection == "spread"
+    with pytest.raises(Exception, match="scenario.doc_selection: 'spread' chooses lighteval's documents"):
+        load(["scenario=leaderboard", "scenario.doc_selection=spread"])  # lm-eval: a label only

@@ -43,13 +43,13 @@ from pathlib import Path
 from bench.evals.local_tasks import FEWSHOT, LOCAL_RULES, SPLITS, data_file
 from bench.evals.normalization import Rule
 from bench.evals.rows import rows_from_metrics
+from bench.schema import DOC_SELECTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = ROOT / ".venv-lighteval"
 WORKER = Path(__file__).with_name("lighteval_worker.py")
 ENV_SCRIPT = Path(__file__).with_name("lighteval_env.sh")
 SUITES = ("local", "v1")
-DOC_SELECTIONS = ("first_n", "spread", "lighteval")
 ACC_NORM_SPACES = ("counted", "ignored")
 DEFAULT_ACC_NORM_SPACE = {"local": "ignored", "v1": "counted"}
 # lighteval's metric names -> ours

@@ -42,7 +42,8 @@ for _var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_var] = "1"
 ROOT = Path(__file__).resolve().parents[2]
 TASKS_MODULE = Path(__file__).with_name("lighteval_tasks.py")
-DOC_SELECTIONS = ("first_n", "spread", "lighteval")
+sys.path.insert(0, str(ROOT))  # the project's modules (bench.schema has no imports: safe in this venv)
+from bench.schema import DOC_SELECTIONS  # noqa: E402
 
 
 def _only_custom_tasks(custom_tasks=None, load_multilingual=False):
@@ -111,7 +112,6 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = parser.parse_args(argv)
     os.environ["SSMB_LIGHTEVAL_PLAN"] = str(Path(args.plan).resolve())  # read by lighteval_tasks.py
-    sys.path.insert(0, str(ROOT))
 
     import torch
     from lighteval.logging.evaluation_tracker import EvaluationTracker
