@@ -395,6 +395,25 @@ def test_linear_and_constant_memory_lead_with_their_own_order(memory, order):
     assert abs(fits["memory_quadratic_term"]["value"]) < 1e-6
 
 
+def test_the_report_keeps_each_jobs_fit_apart():
+    """Two jobs over different sizes (or impl) are two fits: the table shows both, not the last."""
+    import pandas as pd
+
+    from bench.report import vision as report
+
+    def job(run_dir, tokens, impl="transformers"):
+        base = {"scenario": "vision", "model": "deit_ti", "arch": "transformer", "attention": "eager",
+                "device": "cpu", "dtype": "float32", "batch_size": 1, "status": "ok", "params": 1, "impl": impl,
+                "run_dir": run_dir}
+        return [{**base, **r} for r in fit_rows(tokens, [5e4 + 7680 * n + 24 * n * n for n in tokens]).values()]
+
+    table = report.exponents(pd.DataFrame(job("a", [5, 10, 17, 26]) + job("b", [5, 17, 37, 65])
+                                          + job("c", [5, 17, 37, 65], impl="timm")))
+    assert len(table) == 3
+    assert sorted(table["exponent k, all sizes"].str.extract(r"tokens (.*)\)")[0]) == ["5..26", "5..65", "5..65"]
+    assert "run_dir" not in table and set(table["impl"]) == {"transformers", "timm"}
+
+
 def test_three_sizes_give_exponents_but_no_polynomial_fit():
     fits = fit_rows([197, 577, 1025], [1.0, 2.0, 4.0])
     assert set(fits) == {"memory_exponent", "memory_exponent_top"}

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from bench.report.rows import FLAG, groups, key_cells, label, model_label, recorded, shown_rows, text
+from bench.report.rows import FLAG, groups, key_cells, label, model_label, recorded, series, shown_rows, text
 from bench.report.tables import fmt_bytes, fmt_number
 
 TITLE = "Vision: Vim vs DeiT, speed and memory against image resolution"
@@ -201,10 +201,12 @@ def exponents(df: pd.DataFrame) -> pd.DataFrame:
     for c in ("fit_r2", "leading_share", "tokens_fitted"):
         if c not in e:
             e = e.assign(**{c: None})
-    keys = [c for c in ["model", "params", "attention", "source", "device", "dtype", "batch_size"] if c in e]
+    # Every setting that differs (impl, attention, source, ...), and the job: a fit belongs to the
+    # sizes its job ran, so two jobs are two rows, never one with the last job's numbers.
+    keys = series(e) + (["run_dir"] if "run_dir" in e else [])
     rows = []
     for values, g in groups(e, keys):
-        row = key_cells(values)
+        row = key_cells({k: v for k, v in values.items() if k != "run_dir"})
         fit = {r["metric"]: r for _, r in g.iterrows()}
         for metric, column in (("memory_exponent", "exponent k, all sizes"),
                                ("memory_exponent_top", "k, two largest sizes")):
@@ -278,5 +280,7 @@ def section_items(df: pd.DataFrame) -> list:
 FIT_NOTE = ("k: least-squares slope of log memory against log N. Memory a + bN + cN² with a, b, c ≥ 0 has a "
             "log-log slope below 2 at every N, nearing 2 only where cN² dwarfs bN, so eager attention's k stays "
             "under 2 while its linear activations still count; whether memory grows quadratically is read from "
-            "the leading term of the least-squares fit a + bN + cN² at the largest size (its order, its share "
-            "of the fitted memory, and R², with at least one size more than the fit has terms).")
+            "the leading term of the least-squares fit a + bN + cN² at the largest size (its order and its share "
+            "of the sum of the terms' magnitudes there). The fit is unconstrained: a small negative a is the "
+            "intercept of a fit, not a negative memory. With four sizes it has a single spare degree of freedom, "
+            "so R² near 1 is weak evidence on its own; measuring more sizes is the real check.")
