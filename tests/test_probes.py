@@ -272,6 +272,9 @@ def test_the_report_calls_the_probes_weights_trained(trained_probe, tmp_path):
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     assert cfg.model.weights == "random"
     assert set(read_run(tmp_path).rows["weights"]) == {"trained"}
+    # nor claim a KV cache or decode path: training and scoring run whole sequences
+    table = to_table(rows.to_dict("records"), cfg, "run")
+    assert table["kv_cache"].isna().all() and table["decode_path"].isna().all()
 
 
 def test_a_changed_score_after_reload_is_invalid():

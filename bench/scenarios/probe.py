@@ -86,8 +86,10 @@ def run(cfg, backend, out_dir) -> list[dict]:
     for length, (value, *_) in scores.items():
         log.info("%s %s: accuracy %.3f at length %d (reloaded: %.3f)", cfg.model.name, sc.task, value, length,
                  again[length])
-    # The rows describe the trained model (its weights are saved beside them), not the random start.
-    return [{**described, "source": "measured", "weights": "trained", "match_vocab": None, **row} for row in rows]
+    # The rows describe the trained model (its weights are saved beside them), not the random start;
+    # training and scoring run whole sequences: no KV cache or decode path shaped them.
+    return [{**described, "source": "measured", "weights": "trained", "match_vocab": None, "kv_cache": None,
+             "decode_path": None, **row} for row in rows]
 
 
 def _reloaded_scores(backend, model_cfg, weights: Path, tests: dict) -> dict[int, float]:
