@@ -77,9 +77,11 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
     return rows
 
 
-def kv_cache(backend, sc) -> str:
-    """The KV cache that ran: the backend's own choice where it made one (a CPU's best pairing
-    times the caches and keeps the faster), else the scenario's setting."""
+def kv_cache(backend, sc) -> str | None:
+    """The KV cache that ran: None for an SSM (it keeps none), the backend's own choice where it
+    made one (a CPU's best pairing times the caches and keeps the fastest), else the setting."""
+    if backend.arch != "transformer":
+        return None
     return getattr(backend, "kv_cache", sc.kv_cache)
 
 
