@@ -88,7 +88,8 @@ def coverage_text(entry: dict) -> str:
     ran, missing = len(entry["ran"]), len(entry["missing"])
     if entry["complete"]:
         return f"complete ({ran} of {ran} tasks)"
-    return f"partial ({ran} of {ran + missing} tasks)" if missing else f"partial ({ran} tasks chosen)"
+    return f"partial ({ran} of {ran + missing} tasks)" if missing else \
+        f"partial ({ran} task{'s' if ran != 1 else ''} chosen)"
 
 
 def coverage(d: pd.DataFrame) -> pd.DataFrame:
