@@ -60,6 +60,7 @@ def test_rows_carry_the_pairing_and_the_decode_path(name, impl, decode_path, tmp
     assert set(table["pairing"]) == {name} and set(table["impl"]) == {impl}
     assert set(table["decode_path"]) == {decode_path}  # a CPU has no CUDA graph
     assert "compile_time" not in set(table["metric"])  # nothing was compiled or captured
+    assert table["kv_cache"].isna().all()  # an SSM keeps no KV cache, whatever scenario.kv_cache says
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,7 @@ def test_the_rows_record_the_cache_and_path_the_cpu_chose(monkeypatch, winner):
     assert [(r["decode_path"], r["kv_cache"]) for r in rows if r.get("chosen")] == [winner]
     assert (backend.decode_path, backend.kv_cache) == winner
     assert (backend._static is None) == (winner[1] == "dynamic")  # a losing static cache is not kept
-    generated = generation.run(cfg, backend)
+    generated = [{**backend.describe(), **r} for r in generation.run(cfg, backend)]  # as the runner records them
     assert cfg.scenario.kv_cache == "static"  # the pairing's setting...
     assert {r["kv_cache"] for r in generated} == {winner[1]}  # ...but the rows say what ran
     assert backend.describe()["decode_path"] == winner[0]

@@ -55,7 +55,7 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
         return run_sampled(cfg, backend)
     prompt = random_prompt(backend, sc, cfg.seed)
     common = {"prefill_mode": sc.prefill_mode, "chunk_size": sc.chunk_size if sc.prefill_mode == "sequential" else None,
-              "prompt_len": sc.prompt_len, "source": "measured", "kv_cache": kv_cache(backend, sc)}
+              "prompt_len": sc.prompt_len, "source": "measured"}
 
     rows, ttfts, throughputs = [], [], []
     for repeat, (ttft, decode_tps, windows) in enumerate(measure_repeats(backend, prompt, sc, cfg.model.name)):
@@ -75,14 +75,6 @@ def run(cfg, backend, out_dir=None) -> list[dict]:
             rows.append({**common, "step": sc.new_tokens, "metric": metric, "stat": stat, "value": fn(values),
                          "unit": unit})
     return rows
-
-
-def kv_cache(backend, sc) -> str | None:
-    """The KV cache that ran: None for an SSM (it keeps none), the backend's own choice where it
-    made one (a CPU's best pairing times the caches and keeps the fastest), else the setting."""
-    if backend.arch != "transformer":
-        return None
-    return getattr(backend, "kv_cache", sc.kv_cache)
 
 
 def random_prompt(backend, sc, seed: int) -> torch.Tensor:
@@ -146,7 +138,7 @@ def run_sampled(cfg, backend) -> list[dict]:
     sc = cfg.scenario
     simulate = getattr(sc, "measure", "device") == "simulate"
     common = {"prefill_mode": sc.prefill_mode, "chunk_size": sc.chunk_size if sc.prefill_mode == "sequential" else None,
-              "prompt_len": sc.prompt_len, "source": "simulated" if simulate else "measured", "kv_cache": kv_cache(backend, sc)}
+              "prompt_len": sc.prompt_len, "source": "simulated" if simulate else "measured"}
     rows = []
     if simulate:
         for context_len, readings in simulate_contexts(cfg, backend):
