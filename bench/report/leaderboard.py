@@ -21,6 +21,7 @@ import math
 import pandas as pd
 
 from bench.evals.published import load_published
+from bench.report.rows import saved_bool
 from bench.schema import SCORE
 
 
@@ -54,11 +55,6 @@ def fmt_score(value) -> str:
     return f"{float(value):.2f}"
 
 
-def _false(value) -> bool:
-    """suite_complete as saved (bool, or its CSV/parquet text): False?"""
-    return str(value) in ("False", "0", "0.0")
-
-
 def _run_keys(d: pd.DataFrame) -> list[str]:
     return [c for c in ("run_id", "model", "harness", "suite") if c in d]
 
@@ -79,7 +75,7 @@ def suite_coverage(d: pd.DataFrame) -> list[dict]:
         for why in g.get("missing_why", pd.Series(dtype=object)).dropna():
             missing.update(json.loads(why))
         out.append({**dict(zip(_run_keys(measured), values)), "ran": sorted(set(g["task"]) - {"average"}),
-                    "missing": missing, "complete": not g["suite_complete"].map(_false).any()})
+                    "missing": missing, "complete": not g["suite_complete"].map(lambda v: saved_bool(v) is False).any()})
     return out
 
 

@@ -37,6 +37,11 @@ def shown_rows(df: pd.DataFrame, scenario: str, metrics: list[str] | None = None
     return d[d["metric"].isin(metrics)] if metrics else d
 
 
+def saved_bool(v) -> bool | None:
+    """A boolean cell as a results table saves it (bool, 1/0, or its CSV text); None when missing."""
+    return {"True": True, "1": True, "1.0": True, "False": False, "0": False, "0.0": False}.get(text(v))
+
+
 def text(v) -> str:
     """A cell as the report compares and prints settings: '' when missing, 2048.0 -> '2048'."""
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):

@@ -22,7 +22,7 @@ from bench.report import batch, leaderboard, plots, probes, vision
 from bench.report.findings import findings
 from bench.report.load import JOB_STATES, Collection
 from bench.report.rows import (FLAG, FLAG_NOTE, groups, key_cells, label, legend_columns, model_label, recorded,
-                               series, shown_rows, text)
+                               saved_bool, series, shown_rows, text)
 from bench.report.tables import fmt_bytes, fmt_number, fmt_time, fmt_value, parse_time
 from bench.scenarios import SCENARIOS
 from bench.schema import CROSSCHECK_TOOLS, LOAD_COLUMNS, STATUSES
@@ -394,7 +394,7 @@ def _prepared_table(d: pd.DataFrame) -> list:
             if r["metric"] == "compile_time":
                 row["compile time (s)"] = fmt_value(r["value"], "s") + flag
             else:
-                chosen = " ✓" if r.get("chosen") in (True, 1, 1.0, "True") else ""
+                chosen = " ✓" if saved_bool(r.get("chosen")) else ""
                 row[f"{r['decode_path']}, {r['kv_cache']} cache (tokens/s)"] = fmt_value(r["value"], "") + chosen + flag
         rows.append(row)
     return _described(d, pd.DataFrame(rows), keys)
