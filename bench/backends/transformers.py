@@ -5,9 +5,9 @@ and the KV cache is transformers' DynamicCache, or a preallocated StaticCache on
 Decode runs eager, or (decode="compile", bench/pairing.py's best pairing) as the model under
 torch.compile over the StaticCache: mode="reduce-overhead" (CUDA graphs) on CUDA; on a CPU,
 where no graphs exist, the fastest of CPU_PATHS (eager over either cache, compiled over the
-static one), measured before the scenario starts: the rows record the cache and path that ran. One StaticCache is kept and reset for each new sequence, as transformers'
-generate() does, so the compiled step (and its graphs) always sees the same tensors: one live
-sequence at a time.
+static one), measured before the scenario starts: the rows record the cache and path that ran.
+One StaticCache is kept and reset for each new sequence, as transformers' generate() does, so
+the compiled step (and its graphs) always sees the same tensors: one live sequence at a time.
 A local checkpoint (model.path) loads strictly: its config.json must name model.family's
 model_type, and every tensor must fit, or the load fails (transformers itself would only print
 the misfits and run the rest on random weights).
