@@ -222,6 +222,8 @@ def settings(cfg) -> dict:
         elif isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
             values[name] = ",".join(map(str, value))  # e.g. a leaderboard's chosen tasks: rows that differ stay apart
     values.pop("name", None)
+    if cfg.model.arch == "ssm" and "kv_cache" in values:  # it keeps no KV cache: the pairing's setting is moot
+        values["kv_cache"] = None
     return values
 
 

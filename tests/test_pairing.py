@@ -63,6 +63,13 @@ def test_rows_carry_the_pairing_and_the_decode_path(name, impl, decode_path, tmp
     assert table["kv_cache"].isna().all()  # an SSM keeps no KV cache, whatever scenario.kv_cache says
 
 
+@pytest.mark.parametrize("model,kv_cache", [("tiny_mamba", None), ("tiny_llama", "static")])
+def test_a_failed_jobs_row_records_the_cache_as_a_measured_one_would(model, kv_cache):
+    cfg = load(["pairing=best", f"model={model}", *FAST])
+    (row,) = runner.to_table([runner.failure_row(RuntimeError("the checkpoint is corrupt"))], cfg, "r").to_dict("records")
+    assert row["status"] == "failed" and row["kv_cache"] == kv_cache
+
+
 @pytest.fixture(scope="module")
 def compiled_llama():
     """tiny_llama (512-token vocabulary) as pairing=best runs it on a CPU, prepared once."""

@@ -75,9 +75,8 @@ class Backend(ABC):
             else self.model.lm_head.weight.shape[0]
 
     def describe(self) -> dict:
-        """Settings recorded with every row of this backend's results. An SSM keeps no KV cache:
-        its rows say so (None), whatever the pairing's moot scenario.kv_cache setting says."""
-        return {"impl": self.NAME, "arch": self.arch, **({"kv_cache": None} if self.arch == "ssm" else {})}
+        """Settings recorded with every row of this backend's results."""
+        return {"impl": self.NAME, "arch": self.arch}
 
     @classmethod
     def run_options(cls, cfg) -> dict:
