@@ -149,7 +149,7 @@ def _measure_generate(sc, model, device, prompt, static_cache: bool) -> dict:
 
 def _rows(sc, measured: dict[str, dict]) -> list[dict]:
     common = {"prefill_mode": "parallel", "prompt_len": sc.prompt_len, "step": sc.new_tokens, "source": "measured",
-              "kv_cache": sc.kv_cache, "repeats": sc.repeats, "rounds": sc.rounds}
+              "repeats": sc.repeats, "rounds": sc.rounds}  # kv_cache: the run's setting (runner.settings)
     theirs = measured[OPTIMUM]
     rows = []
     for metric, unit in COMPARED.items():
