@@ -151,6 +151,9 @@ def make_results(root: Path) -> dict[str, Path]:
     rows = [_row("msl", "max_seq_len", m, prefill_mode=mode, chunk_size=256 if mode == "sequential" else None,
                  metric="max_prompt_len", value=v, unit="tokens", verdict=verdict, budget_bytes=budget,
                  limiting_factor=lf, slope=slope) for m, mode, verdict, v, lf, slope in msl]
+    rows += [_row("msl", "max_seq_len", "mamba-130m", prefill_mode="parallel", metric=metric, value=v * GIB,
+                  unit="bytes", verdict="bounded", budget_bytes=budget)
+             for metric, v in (("peak_bytes_at_limit", 21.5), ("peak_reserved_at_limit", 23.75))]
     paths["msl"] = write_run(multirun / "0", rows, _config("mamba-130m", "max_seq_len"))
     (multirun / "0" / ".hydra").mkdir()
     (multirun / "0" / ".hydra" / "config.yaml").write_text("not: a run\n")

@@ -108,6 +108,7 @@ def test_the_cuda_simulation_replays_through_the_allocator():
     # (under 1 MiB is not split off), so two full segments add 20 MiB - 19 blocks each
     rest = 20 * MB - 19 * (MB + 512)
     assert not m.oom and m.peak_bytes == 50 * (MB + 512) + 2 * rest and sim.allocator.reserved == 60 * MB
+    assert m.peak_reserved == 60 * MB  # three 20 MiB segments, as max_memory_reserved would say
     del kept
     with sim.track(limit_bytes=100 * MB) as m:
         # live bytes stay under 100 MiB, but each 60 MiB request wants a new segment after the
@@ -117,6 +118,43 @@ def test_the_cuda_simulation_replays_through_the_allocator():
         del a
         c = torch.empty(60 * MB, dtype=torch.uint8)  # noqa: F841
     assert m.oom and "allocator" in m.error
+    assert m.peak_reserved == 90 * MB  # the 30 and the first 60 MiB segments; the second never came
+    with SimulateTracker(kernels="cpu").track() as m:  # no caching allocator: nothing reserved to report
+        torch.empty(MB)
+    assert m.peak_reserved is None
+
+
+def test_max_seq_len_rows_carry_reserved_bytes_per_trial_and_at_the_limit():
+    """A simulated GPU search records the allocator's reserved peak beside the allocated one (the
+    OOM depends on it): per trial and at the limit. A CPU search has no reserved bytes to record."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from bench.backends import get_backend_class
+    from bench.config import CONFIG_DIR, register_configs
+    from bench.device import DTYPES
+    from bench.scenarios import max_seq_len
+
+    register_configs()
+    for kernels in ("cuda", "cpu"):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = OmegaConf.to_object(compose("config", overrides=[
+                "model=tiny_mamba", "model.vocab_size=4096", "model.tokenizer=null", "dtype=float32",
+                "scenario=max_seq_len", "hardware@scenario.emulate=tiny_budget", "scenario.modes=[parallel]",
+                "scenario.start_len=128", "scenario.resolution=512"]))
+        cfg.scenario.emulate.kernels = kernels  # simulate a GPU's allocations, or a CPU's
+        cfg.scenario.emulate.memory_gib = 0.1  # a GPU's 2 and 20 MiB segments would not fit 12.8 MiB
+        backend = get_backend_class(cfg.model.impl)(cfg.model, torch.device("cpu"), DTYPES["float32"])
+        rows = max_seq_len.run(cfg, backend)
+        trials = [r for r in rows if r["metric"] == "trial_peak_bytes"]
+        at_limit = {r["metric"]: r["value"] for r in rows if r["metric"].endswith("_at_limit")}
+        assert trials and any(r["oom"] for r in trials)
+        if kernels == "cuda":
+            assert all(r["peak_reserved"] >= r["value"] for r in trials if not r["oom"])
+            assert at_limit["peak_reserved_at_limit"] >= at_limit["peak_bytes_at_limit"]
+        else:
+            assert all(r["peak_reserved"] != r["peak_reserved"] for r in trials)  # nan
+            assert "peak_reserved_at_limit" not in at_limit
 
 
 def test_a_gpu_simulation_of_transformers_falcon_mamba_is_refused():

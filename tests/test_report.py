@@ -114,6 +114,19 @@ def test_report_sections_and_caveats(built):
         assert f"(plots/{name}.png)" in md
 
 
+def test_max_prompt_table_shows_allocated_and_reserved_peaks_at_the_limit(built):
+    """A capped GPU runs out of reserved bytes: the table puts them beside the allocated peak, on
+    the row of the run and prefill mode they belong to."""
+    root, _, _ = built
+    (table,) = tables(root, "Maximum prompt length")
+    row = table[(table["model"].str.startswith("mamba-130m")) & (table["prefill_mode"] == "parallel")].iloc[0]
+    assert (row["peak allocated at limit"], row["peak reserved at limit"]) == ("21.50 GiB", "23.75 GiB")
+    # the same run's other model and other prefill mode recorded none: nothing borrowed from this row
+    for model, mode in (("mamba-130m", "sequential"), ("llama-160m", "parallel")):
+        other = table[(table["model"].str.startswith(model)) & (table["prefill_mode"] == mode)].iloc[0]
+        assert pd.isna(other["peak reserved at limit"]), (model, mode)
+
+
 def test_html_is_self_contained(built):
     root, _, report = built
     html = (root / "report" / "report.html").read_text()

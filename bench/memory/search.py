@@ -33,6 +33,7 @@ class TrialResult:
     oom: bool  # did not fit: a real OOM, or the peak passed the budget
     state_bytes: float = math.nan  # inference state after prefill + one step (nan if it OOMed)
     logits_bytes: float = math.nan  # the largest logits tensor the prefill made
+    peak_reserved: float = math.nan  # the caching allocator's peak reserved bytes (nan: none, as on a CPU)
     length: int = 0  # filled in by the search
 
 

@@ -48,6 +48,9 @@ class Measurement:
     peak_bytes: int = 0  # peak live bytes above start_bytes during the trial
     oom: bool = False  # a real CUDA OOM, or the budget crossed (cpu/simulate)
     error: str = ""
+    # The caching allocator's peak reserved bytes (max_memory_reserved, or the allocator model's):
+    # what a capped GPU's OOM depends on. None where there is no caching allocator (cpu).
+    peak_reserved: int | None = None
 
     @property
     def total_bytes(self) -> int:
@@ -112,6 +115,7 @@ class CudaTracker(MemoryTracker):
         except torch.OutOfMemoryError as e:
             m.oom, m.error = True, str(e).splitlines()[0]
         m.peak_bytes = torch.cuda.max_memory_allocated(self.device) - m.start_bytes
+        m.peak_reserved = torch.cuda.max_memory_reserved(self.device)
         if limit_bytes is not None and m.total_bytes > limit_bytes:
             m.oom = True  # under the allocator cap, but allocated bytes alone passed the budget
 
@@ -299,6 +303,7 @@ class SimulateTracker(CpuTracker):
         finally:
             self.allocator.cap = None
         m.start_bytes, m.peak_bytes = start, self.allocator.peak_allocated - start
+        m.peak_reserved = self.allocator.peak_reserved
         if limit_bytes is not None and m.total_bytes > limit_bytes:
             m.oom = True
 

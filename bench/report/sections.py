@@ -462,21 +462,35 @@ def _implementation(d: pd.DataFrame) -> Section:
 
 def _max_seq_len(d: pd.DataFrame) -> Section:
     s = Section(SCENARIO_TITLES["max_seq_len"])
+    at_limit = d[d["metric"].isin(["peak_bytes_at_limit", "peak_reserved_at_limit"])]
     d = d[d["metric"] == "max_prompt_len"]
     keys = series(d)
     rows = []
     for values, g in groups(d, keys):
         for _, r in g.iterrows():
             verdict = r.get("verdict")
+            peak = _same_setting(at_limit, r, ["run_id", "model", "prefill_mode", *keys])
             rows.append({**key_cells(values), "verdict": text(verdict),
                          "max prompt (tokens)": plots.prompt_len_text(r["value"], verdict),
                          "budget": fmt_bytes(r.get("budget_bytes")), "limiting_factor": text(r.get("limiting_factor")),
-                         "slope (bytes/token)": fmt_number(r.get("slope"))})
+                         "slope (bytes/token)": fmt_number(r.get("slope")),
+                         "peak allocated at limit": fmt_bytes(peak.get("peak_bytes_at_limit")),
+                         "peak reserved at limit": fmt_bytes(peak.get("peak_reserved_at_limit"))})
     s.items += _described(d, pd.DataFrame(rows).replace("", np.nan).dropna(axis=1, how="all"), keys)
     s.items.append("'unbounded': memory does not grow with the prompt (a fixed-size SSM state with sequential "
                    "prefill), so no prompt length exceeds the budget. 'weights_exceed_budget': the weights alone do "
-                   "not fit. '≥': the search stopped at its probe cap (scenario.max_len) and the prompt still fit. The budget is that of the emulated hardware (budget_hardware) where the rows record it.")
+                   "not fit. '≥': the search stopped at its probe cap (scenario.max_len) and the prompt still fit. The budget is that of the emulated hardware (budget_hardware) where the rows record it. "
+                   "Reserved bytes are the CUDA caching allocator's (measured, or its model in a simulation "
+                   "of a GPU): a capped GPU runs out of reserved memory, so they, not the allocated peak, meet the budget.")
     return s
+
+
+def _same_setting(d: pd.DataFrame, row: pd.Series, columns: list[str]) -> dict:
+    """metric -> value of d's rows that agree with `row` on every one of `columns` (NaN with NaN)."""
+    same = pd.Series(True, index=d.index)
+    for col in dict.fromkeys(c for c in columns if c in d):
+        same &= (d[col] == row[col]) | (d[col].isna() & pd.isna(row[col]))
+    return dict(zip(d.loc[same, "metric"], d.loc[same, "value"]))
 
 
 def _leaderboard(d: pd.DataFrame) -> Section:

@@ -84,7 +84,8 @@ def make_trial(backend, tracker: MemoryTracker, budget: int, mode: str, chunk_si
             del input_ids, logits, state
         return TrialResult(peak_bytes=m.total_bytes, oom=m.oom,
                            state_bytes=math.nan if m.oom else state_bytes,
-                           logits_bytes=math.nan if m.oom else logits_bytes)
+                           logits_bytes=math.nan if m.oom else logits_bytes,
+                           peak_reserved=math.nan if m.peak_reserved is None else m.peak_reserved)
 
     return trial
 
@@ -145,8 +146,14 @@ def result_rows(cfg, result: SearchResult, mode: str, source: str, budget: int) 
     ]
     for part, nbytes in result.components.items():  # weights, kv_cache/ssm_state, logits, activations
         rows.append({**common, "metric": f"{part}_bytes_at_limit", "value": float(nbytes), "unit": schema.BYTES})
+    # Reserved bytes (cuda, or simulated through the allocator model): what a capped GPU runs out
+    # of; beside the allocated peak they show what fragmentation costs at the limit.
+    at_limit = [t for t in result.trials if t.length == result.max_len and not t.oom]
+    if at_limit and not math.isnan(at_limit[-1].peak_reserved):
+        rows.append({**common, "metric": "peak_reserved_at_limit", "value": float(at_limit[-1].peak_reserved),
+                     "unit": schema.BYTES})
     if cfg.record_trials:
         for t in result.trials:
             rows.append({**common, "metric": "trial_peak_bytes", "value": t.peak_bytes, "unit": schema.BYTES,
-                         "prompt_len": t.length, "oom": t.oom})
+                         "prompt_len": t.length, "oom": t.oom, "peak_reserved": t.peak_reserved})
     return rows
