@@ -2,6 +2,7 @@
 state built by a prefill, on the full mode's axes; and its simulation (fake tensors, memory only).
 The two modes' throughput agreement is a benchmark, not a test: python -m bench.scenarios.generation."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -113,8 +114,24 @@ def test_agreement_compares_each_full_window_with_the_sampled_window_from_the_sa
         assert r["ratio"] == pytest.approx(r["sampled"] / r["full"])
         assert r["best_ratio"] == pytest.approx(r["sampled_spread"][1] / r["full_spread"][1])
         assert r["full_spread"][0] <= r["full"] <= r["full_spread"][1]
+        assert set(r["load"]) == {"load1", "other_cpu"}  # the busiest round's reading, for the verdict
     assert generation.main(["--models", "tiny_mamba", "--window", "8", "--windows", "3", "--rounds", "1"]) == 0
-    assert "largest |sampled/full - 1| over windows" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "largest |sampled/full - 1| over windows" in out and "busiest round: other processes used" in out
+    assert re.search(r"^verdict: (agree|outside tolerance|FLAGGED, tiny_mamba: contended)", out, re.M)
+
+
+def test_a_contended_agreement_is_flagged_not_passed(monkeypatch, capsys):
+    """Other processes busy while the rounds ran: the verdict says so, whatever the ratios."""
+    from bench import contention
+
+    class Busy(contention.LoadMeter):
+        def read(self):
+            return {"load1": 3.0, "other_cpu": 1.5}
+
+    monkeypatch.setattr(contention, "LoadMeter", Busy)
+    assert generation.main(["--models", "tiny_mamba", "--window", "8", "--windows", "3", "--rounds", "1"]) == 0
+    assert "verdict: FLAGGED, tiny_mamba: contended: other processes used 1.50 cores" in capsys.readouterr().out
     for empty in (["--windows", "1"], ["--rounds", "0"]):  # nothing to compare: an error, not "0.000"
         with pytest.raises(SystemExit) as e:
             generation.main(["--models", "tiny_mamba", *empty])

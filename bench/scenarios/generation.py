@@ -25,7 +25,6 @@ Two modes (`scenario.mode`, a setting of every row):
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 
@@ -233,9 +232,13 @@ def agreement(backend, window: int, windows: int, rounds: int, warmup_tokens: in
     Windows 2..windows of a generation of windows * window tokens after a 1-token prompt; the
     first window is left out (it has window - 1 tokens and runs straight after the prefill).
     Returns one dict per window: step, context_len, the medians and their ratio (sampled / full),
-    and the ratio of the best rounds (`best_ratio`: on a busy machine the fastest round is the
-    one least slowed by others, as timeit keeps the minimum time)."""
+    the ratio of the best rounds (`best_ratio`: on a busy machine the fastest round is the one
+    least slowed by others, as timeit keeps the minimum time), and `load`, the busiest round's
+    bench.contention reading (other processes' CPU use while it ran: a contended comparison is
+    flagged, not passed)."""
     from types import SimpleNamespace
+
+    from bench.contention import LoadMeter
 
     sc = SimpleNamespace(prompt_len=1, new_tokens=windows * window, window=window, batch_size=1,
                          prefill_mode="parallel", chunk_size=1, warmup_tokens=warmup_tokens, progress=False)
@@ -245,8 +248,10 @@ def agreement(backend, window: int, windows: int, rounds: int, warmup_tokens: in
     full: dict[int, list[float]] = {}
     sampled: dict[int, list[float]] = {}
     _generate(backend, prompt, sc, warmup_tokens + 1, window=warmup_tokens + 1, progress=False)  # warm-up
+    loads = []
     for r in range(rounds):
         for mode in (("full", "sampled") if r % 2 == 0 else ("sampled", "full")):
+            meter = LoadMeter()
             if mode == "full":
                 for w in _generate(backend, prompt, sc, sc.new_tokens, window, progress=False)[2][1:]:
                     full.setdefault(w["step"], []).append(w["window_throughput"])
@@ -255,13 +260,15 @@ def agreement(backend, window: int, windows: int, rounds: int, warmup_tokens: in
                     ids = torch.randint(0, backend.vocab_size(), (1, context_len), generator=generator)
                     tps = _window_at(backend, ids.to(backend.device), sc)["window_throughput"]
                     sampled.setdefault(window_step(sc, context_len), []).append(tps)
+            loads.append(meter.read())
+    busiest = max(loads, key=lambda load: load["other_cpu"])
     out = []
     for step in sorted(full):
         f, s = statistics.median(full[step]), statistics.median(sampled[step])
         out.append({"step": step, "context_len": step - window, "full": f, "sampled": s, "ratio": s / f,
                     "best_ratio": max(sampled[step]) / max(full[step]),
                     "full_spread": (min(full[step]), max(full[step])),
-                    "sampled_spread": (min(sampled[step]), max(sampled[step]))})
+                    "sampled_spread": (min(sampled[step]), max(sampled[step])), "load": busiest})
     return out
 
 
@@ -275,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.backends import get_backend_class
     from bench.config import CONFIG_DIR, register_configs
+    from bench.contention import contention_reason
     from bench.device import DTYPES
 
     parser = argparse.ArgumentParser(prog="python -m bench.scenarios.generation", description=main.__doc__)
@@ -291,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     register_configs()
     worst = worst_best = 0.0
+    flags = []
     for name in args.models.split(","):
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             model_cfg = OmegaConf.to_object(compose("config", overrides=[f"model={name}"])).model
@@ -300,15 +309,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{name}: tokens/s per {args.window}-token window, median of {args.rounds} interleaved rounds")
         print(f"{'step':>6} {'context':>8} {'full':>9} {'sampled':>9} {'ratio':>6} {'best':>6}  "
               "full [min-max]   sampled [min-max]")
-        for row in agreement(backend, args.window, args.windows, args.rounds):
+        rows = agreement(backend, args.window, args.windows, args.rounds)
+        for row in rows:
             worst = max(worst, abs(row["ratio"] - 1))
             worst_best = max(worst_best, abs(row["best_ratio"] - 1))
             (f_lo, f_hi), (s_lo, s_hi) = row["full_spread"], row["sampled_spread"]
             print(f"{row['step']:>6} {row['context_len']:>8} {row['full']:>9.1f} {row['sampled']:>9.1f} "
                   f"{row['ratio']:>6.3f} {row['best_ratio']:>6.3f}  {f_lo:.1f}-{f_hi:.1f}   {s_lo:.1f}-{s_hi:.1f}"
                   + ("" if abs(row["ratio"] - 1) <= args.tolerance else "  outside tolerance"))
+        load = rows[0]["load"]
+        print(f"busiest round: other processes used {load['other_cpu']:.2f} cores (load average {load['load1']:.1f})")
+        if (reason := contention_reason(load)) is not None:
+            flags.append(f"{name}: {reason}")
     print(f"\nlargest |sampled/full - 1| over windows: medians {worst:.3f}, best rounds {worst_best:.3f} "
-          f"(tolerance {args.tolerance}); load average now {os.getloadavg()[0]:.2f}")
+          f"(tolerance {args.tolerance})")
+    # A contended machine's ratios measure the neighbours as much as the two modes: labelled, not passed.
+    verdict = ("FLAGGED, " + "; ".join(flags) if flags
+               else "agree" if worst <= args.tolerance else "outside tolerance")
+    print(f"verdict: {verdict}")
     return 0
 
 
