@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: venv lock test test-faults test-all bench bench-pairing gpu-check bench-throughput bench-probes bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals bench-leaderboard test-leaderboard report notebook lighteval-env test-lighteval timm-env test-timm data tokenizers clean
+.PHONY: venv lock test test-faults test-all bench bench-pairing bench-agreement gpu-check bench-throughput bench-probes bench-implementation bench-crosscheck bench-memory bench-vision bench-paper bench-evals bench-leaderboard test-leaderboard report notebook lighteval-env test-lighteval timm-env test-timm data tokenizers clean
 
 venv: $(STAMP)
 
@@ -145,6 +145,11 @@ bench-pairing: $(STAMP)
 	$(PY) -m bench experiment=batch_smoke; s2=$$?; \
 	$(PY) -m bench experiment=sampled_smoke; s3=$$?; \
 	$(PY) -m bench.report && exit $$((s1 || s2 || s3))
+
+# Sampled contexts against full generation, window by window, on this CPU: interleaved rounds,
+# the ratios as measured and a verdict (FLAGGED when other processes were busy). A benchmark, not a test.
+bench-agreement: $(STAMP)
+	$(PY) -m bench.scenarios.generation --models tiny_mamba,tiny_llama --window 512 --windows 9 --rounds 5
 
 # The GPU checks (kernels, scan speed, decode with and without graphs, generation, max prompt
 # under a 24 GiB cap) as ordinary runs; then the report. On a CPU the CUDA-only jobs say why not.
