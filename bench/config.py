@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
+from bench.memory.allocator import SEGMENT_ADDRESSES
 from bench.schema import ARCHS, DOC_SELECTIONS, PROBE_TASKS
 
 FAMILIES = ("mamba", "falcon_mamba", "llama", "mistral", "dummy", "vim", "deit")
@@ -319,9 +320,13 @@ class MaxSeqLenConfig(ScenarioConfig):
     record_trials: bool = field(default=True, metadata={"help": "one row per trial (peak vs length)"})
     emulate: Any = field(default=None, metadata={
         "help": "hardware profile whose budget is searched (None: the job's own hardware)"})
+    segment_addresses: str = field(default="rising", metadata={
+        "help": f"a simulated GPU's cudaMalloc address order, one of {SEGMENT_ADDRESSES}: it breaks best-fit "
+                "ties in the caching-allocator model (bench/memory/allocator.py); the two bracket fragmentation"})
 
     def __post_init__(self):
         _one_of("scenario.measure", self.measure, MEMORY_MEASURES)
+        _one_of("scenario.segment_addresses", self.segment_addresses, SEGMENT_ADDRESSES)
         _profile("scenario.emulate", self.emulate)
         self.modes = list(self.modes)
         if not self.modes or any(m not in PREFILL_MODES for m in self.modes):

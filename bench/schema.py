@@ -34,6 +34,7 @@ SETTINGS = [
     "n_layers", "d_model", "match_vocab", "vocab_resized_from", "tokenizer",
     "dtype", "device", "hardware", "budget_hardware", "budget_bytes", "measure", "threads", "seed", "kernels",
     "logits_to_keep", "start_len", "max_len", "growth", "resolution", "unbounded_slope_threshold", "flat_steps",
+    "segment_addresses",
     "image_size", "attention", "memory",
     "prefill_mode", "chunk_size", "batch_size", "prompt_len", "new_tokens", "window", "warmup_tokens",
     "repeats", "kv_cache", "pairing", "decode_path", "mode", "harness", "suite", "tasks", "suite_complete", "limit", "doc_selection",

@@ -7,7 +7,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bench.memory.allocator import MB, AllocatorOOM, CachingAllocatorModel, round_size, segment_size
+from bench.memory.allocator import (MB, SEGMENT_ADDRESSES, AllocatorOOM, CachingAllocatorModel, round_size,
+                                    segment_size)
 from bench.memory.trackers import SimulateTracker
 
 
@@ -150,11 +151,13 @@ def test_max_seq_len_rows_carry_reserved_bytes_per_trial_and_at_the_limit():
         at_limit = {r["metric"]: r["value"] for r in rows if r["metric"].endswith("_at_limit")}
         assert trials and any(r["oom"] for r in trials)
         if kernels == "cuda":
+            assert {r.get("segment_addresses") for r in rows} == {"rising"}  # the model's input, on every row
             assert all(r["peak_reserved"] >= r["value"] for r in trials if not r["oom"])
             assert at_limit["peak_reserved_at_limit"] >= at_limit["peak_bytes_at_limit"]
         else:
             assert all(r["peak_reserved"] != r["peak_reserved"] for r in trials)  # nan
             assert "peak_reserved_at_limit" not in at_limit
+            assert not any("segment_addresses" in r for r in rows)  # no allocator model, no such setting
 
 
 def test_a_gpu_simulation_of_transformers_falcon_mamba_is_refused():
@@ -179,3 +182,49 @@ def test_a_gpu_simulation_of_transformers_falcon_mamba_is_refused():
     assert isinstance(e.value, ConfigError) or isinstance(e.value.__cause__, ConfigError)
     assert "pairing=best" in str(e.value)
     assert OmegaConf.to_object(best).model.impl == "ssm_bench"
+
+
+
+def test_the_segment_address_order_breaks_best_fit_ties_and_is_a_recorded_setting():
+    """Two free blocks of one size in two segments: best fit takes the lower address, so with rising
+    addresses the older segment's block, with falling ones the newer's. A bad value is an error
+    naming the field (the allocator's, and the scenario config's)."""
+    from bench.config import ConfigError, MaxSeqLenConfig
+
+    taken = {}
+    for order in SEGMENT_ADDRESSES:
+        a = CachingAllocatorModel(segment_addresses=order)
+        a.malloc("old", 64 * MB)
+        a.malloc("new", 64 * MB)
+        segments = {key: a._blocks[key].segment for key in ("old", "new")}
+        a.free("old")
+        a.free("new")
+        a.malloc("next", 64 * MB)
+        taken[order] = next(key for key, seg in segments.items() if a._blocks["next"].segment is seg)
+    assert taken == {"rising": "old", "falling": "new"}
+    with pytest.raises(ValueError, match="segment_addresses"):
+        CachingAllocatorModel(segment_addresses="random")
+    with pytest.raises(ConfigError, match="scenario.segment_addresses"):
+        MaxSeqLenConfig(segment_addresses="up")
+
+
+@pytest.mark.parametrize("pointers, expected", [([100, 200, 300], "rising"), ([300, 200, 100], "falling"),
+                                                ([100, 300, 200], "mixed")])
+def test_a_gpu_reports_where_cudamalloc_put_its_new_segments(monkeypatch, pointers, expected):
+    """The measured counterpart of segment_addresses: fresh segments' addresses in allocation order
+    (stand-in tensors here; no GPU on this machine)."""
+    from bench.memory.trackers import CudaTracker
+
+    class Segment:
+        def __init__(self, ptr):
+            self.ptr = ptr
+
+        def data_ptr(self):
+            return self.ptr
+
+    given = iter(pointers)
+    tracker = object.__new__(CudaTracker)  # no CUDA device to construct it on
+    monkeypatch.setattr(CudaTracker, "clean", lambda self: None)
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: Segment(next(given)))
+    tracker.device = "cuda"
+    assert tracker.segment_addresses(n=3) == expected

@@ -23,6 +23,12 @@ no expandable segments, one stream):
 - a freed block merges with free neighbours of its segment; segments are kept until
   empty_cache() (which the cuda tracker calls between trials: `clean`).
 
+One input is not the allocator's to decide: the addresses cudaMalloc returns. They break ties of
+best fit between free blocks of equal size (many, when every layer allocates the same shapes),
+and so decide which blocks merge later. `segment_addresses` says whether each new segment lies
+above the previous ones ("rising", the default) or below ("falling"). For Falcon Mamba 7B at a
+24 GiB cap the two orders bracket the H200's measured limit (results/reference/a10_simulated).
+
 Besides tensors, cuBLAS keeps a workspace per handle and stream from the same allocator, taken at
 the first matmul and kept (`workspace_bytes`, from the hardware profile).
 """
@@ -33,6 +39,7 @@ import bisect
 from dataclasses import dataclass, field
 
 KB, MB = 1024, 1024 * 1024
+SEGMENT_ADDRESSES = ("rising", "falling")  # where each new segment lies: above or below the earlier ones
 MIN_BLOCK = 512  # kMinBlockSize: every request is rounded to a multiple of this
 SMALL_SIZE = 1 * MB  # kSmallSize: largest request of the small pool
 SMALL_BUFFER = 2 * MB  # kSmallBuffer: a small-pool segment
@@ -80,12 +87,16 @@ class CachingAllocatorModel:
 
     `allocated` and `reserved` are torch.cuda.memory_allocated / memory_reserved; their peaks
     max_memory_allocated / max_memory_reserved. `cap` is the reserved-bytes cap
-    (set_per_process_memory_fraction x the device's memory); None: no cap.
+    (set_per_process_memory_fraction x the device's memory); None: no cap. `segment_addresses`:
+    one of SEGMENT_ADDRESSES, where cudaMalloc puts each new segment (see the module docstring).
     """
 
-    def __init__(self, cap: int | None = None, workspace_bytes: int = 0):
+    def __init__(self, cap: int | None = None, workspace_bytes: int = 0, segment_addresses: str = "rising"):
+        if segment_addresses not in SEGMENT_ADDRESSES:
+            raise ValueError(f"segment_addresses: {segment_addresses!r} is not one of {SEGMENT_ADDRESSES}")
         self.cap = cap
         self.workspace_bytes = int(workspace_bytes)
+        self._address_step = 1 if segment_addresses == "rising" else -1
         self.allocated = self.reserved = 0
         self.peak_allocated = self.peak_reserved = 0
         self._free: dict[bool, list[tuple[int, int, Block]]] = {True: [], False: []}  # pool -> sorted (size, addr)
@@ -170,8 +181,12 @@ class CachingAllocatorModel:
             if self.reserved + nbytes > self.cap:
                 raise AllocatorOOM(f"reserving {nbytes} B would pass the cap {self.cap} B "
                                    f"(reserved {self.reserved} B, allocated {self.allocated} B)")
-        segment = Segment(self._next_address, nbytes, small)
-        self._next_address += nbytes + ROUND_LARGE
+        if self._address_step > 0:
+            segment = Segment(self._next_address, nbytes, small)
+            self._next_address += nbytes + ROUND_LARGE
+        else:  # below every earlier segment, with a gap, as above
+            self._next_address -= nbytes + ROUND_LARGE
+            segment = Segment(self._next_address, nbytes, small)
         segment.head = Block(segment.address, nbytes, segment)
         self.reserved += nbytes
         self.peak_reserved = max(self.peak_reserved, self.reserved)

@@ -105,6 +105,18 @@ class CudaTracker(MemoryTracker):
     def live_bytes(self) -> int:
         return torch.cuda.memory_allocated(self.device)
 
+    def segment_addresses(self, n: int = 3, nbytes: int = 64 * 2**20) -> str:
+        """Where cudaMalloc puts each new segment on this device: "rising" (above the previous one),
+        "falling" or "mixed". The allocator model (bench/memory/allocator.py) takes it as an input,
+        since it breaks best-fit ties; a measured run records it so that its simulation can match.
+        n tensors of nbytes (over 10 MiB: one fresh segment each, the cache emptied first)."""
+        self.clean()
+        tensors = [torch.empty(nbytes, dtype=torch.uint8, device=self.device) for _ in range(n)]
+        steps = {b.data_ptr() > a.data_ptr() for a, b in zip(tensors, tensors[1:])}
+        del tensors
+        self.clean()
+        return "mixed" if len(steps) > 1 else "rising" if steps.pop() else "falling"
+
     @contextmanager
     def track(self, limit_bytes: int | None = None) -> Iterator[Measurement]:
         self.clean()
@@ -259,14 +271,15 @@ class SimulateTracker(CpuTracker):
 
     NAME, SOURCE = "simulate", "simulated"
 
-    def __init__(self, kernels: str = "cpu", twins: list | None = None, allocator: bool | None = None):
+    def __init__(self, kernels: str = "cpu", twins: list | None = None, allocator: bool | None = None,
+                 segment_addresses: str = "rising"):
         """kernels: whose allocations the scans follow, "cpu" or "cuda" (the emulated hardware's).
         twins: (module, attribute, replacement) swapped in during trials; default
         bench.memory.fake_kernels.TWINS[kernels] (allocation twins of the kernels and loops).
         allocator: replay every allocation through a model of the CUDA caching allocator
         (bench/memory/allocator.py), so a trial is an OOM when its *reserved* bytes would pass the
         budget, as on a capped GPU, and the peak is the allocator's (block-rounded) allocated peak.
-        Default: on for kernels="cuda"."""
+        Default: on for kernels="cuda". segment_addresses: the allocator model's (rising, falling)."""
         from torch._subclasses.fake_tensor import FakeTensorMode
 
         from bench.memory.allocator import CUBLAS_WORKSPACE, CachingAllocatorModel
@@ -274,7 +287,8 @@ class SimulateTracker(CpuTracker):
 
         self.fake_mode = FakeTensorMode()
         use_allocator = kernels == "cuda" if allocator is None else allocator
-        self.allocator = CachingAllocatorModel(workspace_bytes=CUBLAS_WORKSPACE) if use_allocator else None
+        self.allocator = (CachingAllocatorModel(workspace_bytes=CUBLAS_WORKSPACE, segment_addresses=segment_addresses)
+                          if use_allocator else None)
         self._mode = _LiveBytes(skip_inplace=True, allocator=self.allocator)
         self.twins = TWINS[kernels] if twins is None else twins
 
@@ -331,14 +345,15 @@ def _quiet():
 
 
 def make_tracker(measure: str, device: str | torch.device = "cuda", cap_bytes: int | None = None,
-                 kernels: str = "cpu") -> MemoryTracker:
-    """measure: one of bench.config.MEMORY_MEASURES."""
+                 kernels: str = "cpu", segment_addresses: str = "rising") -> MemoryTracker:
+    """measure: one of bench.config.MEMORY_MEASURES. segment_addresses: a GPU simulation's
+    allocator model's (bench/memory/allocator.py)."""
     if measure == "cuda":
         return CudaTracker(device, cap_bytes)
     if measure == "cpu":
         return CpuTracker()
     if measure == "simulate":
-        return SimulateTracker(kernels)
+        return SimulateTracker(kernels, segment_addresses=segment_addresses)
     raise ValueError(f"measure: {measure!r} is not one of cuda, cpu, simulate")
 
 

@@ -26,7 +26,7 @@ import torch
 
 from bench import schema
 from bench.memory.search import SearchResult, TrialResult, search_max_len
-from bench.memory.trackers import MemoryTracker, SimulateTracker, is_fake, make_tracker
+from bench.memory.trackers import CudaTracker, MemoryTracker, SimulateTracker, is_fake, make_tracker
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def search(cfg, backend, hardware) -> list[dict]:
                         host_cap / 2**30)
             budget = host_cap
     tracker = make_tracker(cfg.measure, device=backend.device, cap_bytes=budget,
-                           kernels=getattr(hardware, "kernels", "cpu"))
+                           kernels=getattr(hardware, "kernels", "cpu"), segment_addresses=cfg.segment_addresses)
     load_backend(backend, tracker)
     if not isinstance(tracker, SimulateTracker):  # real weights: finite outputs, or the run is invalid
         backend.probe()
@@ -127,8 +127,15 @@ def search(cfg, backend, hardware) -> list[dict]:
         result = search_max_len(trial, budget, weights, cfg.start_len, cfg.max_len, cfg.growth, cfg.resolution,
                                 cfg.unbounded_slope_threshold, cfg.flat_steps, state_label)
         rows += result_rows(cfg, result, mode, tracker.SOURCE, budget)
+    # Where new segments go: an input of the allocator model (a simulation's setting), and what a
+    # GPU did (measured here), so that a simulation can be run as the GPU behaved.
+    addresses = (tracker.segment_addresses() if isinstance(tracker, CudaTracker)
+                 else cfg.segment_addresses if isinstance(tracker, SimulateTracker) and tracker.allocator is not None
+                 else None)
     for row in rows:
         row["budget_capped_by_host"] = host_cap is not None and host_cap == budget
+        if addresses is not None:
+            row["segment_addresses"] = addresses
     return rows
 
 
