@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
@@ -65,5 +66,8 @@ def test_checks_run_at_tiny_sizes_on_a_cpu(check, tmp_path, monkeypatch):
         errors = table[table["metric"].str.endswith("_max_rel_err")]
         assert len(errors) == 24 and (errors["value"] <= errors["tolerance"]).all()
         assert set(table[table["metric"] == "scan_time"]["impl"]) == {"triton", "torch_chunked"}
+    elif check == "implementation":  # two implementations of one architecture, both eager: no pairing
+        assert set(table["pairing"].map(lambda v: None if pd.isna(v) else v)) == {None}
+        assert set(table["decode_path"].dropna()) <= {"eager"}
     else:
         assert set(table["pairing"]) == {cfg.pairing}
