@@ -127,7 +127,8 @@ def test_the_cuda_simulation_replays_through_the_allocator():
 
 def test_max_seq_len_rows_carry_reserved_bytes_per_trial_and_at_the_limit():
     """A simulated GPU search records the allocator's reserved peak beside the allocated one (the
-    OOM depends on it): per trial and at the limit. A CPU search has no reserved bytes to record."""
+    OOM depends on it): per trial, and at the limit for the trial the limit is (bounded: the longest
+    fit; unbounded: the last probe). A CPU search has no reserved bytes to record."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -141,23 +142,50 @@ def test_max_seq_len_rows_carry_reserved_bytes_per_trial_and_at_the_limit():
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = OmegaConf.to_object(compose("config", overrides=[
                 "model=tiny_mamba", "model.vocab_size=4096", "model.tokenizer=null", "dtype=float32",
-                "scenario=max_seq_len", "hardware@scenario.emulate=tiny_budget", "scenario.modes=[parallel]",
-                "scenario.start_len=128", "scenario.resolution=512"]))
+                "scenario=max_seq_len", "hardware@scenario.emulate=tiny_budget", "scenario.start_len=128",
+                "scenario.resolution=512", "scenario.chunk_size=256"]))
         cfg.scenario.emulate.kernels = kernels  # simulate a GPU's allocations, or a CPU's
         cfg.scenario.emulate.memory_gib = 0.1  # a GPU's 2 and 20 MiB segments would not fit 12.8 MiB
         backend = get_backend_class(cfg.model.impl)(cfg.model, torch.device("cpu"), DTYPES["float32"])
         rows = max_seq_len.run(cfg, backend)
-        trials = [r for r in rows if r["metric"] == "trial_peak_bytes"]
-        at_limit = {r["metric"]: r["value"] for r in rows if r["metric"].endswith("_at_limit")}
-        assert trials and any(r["oom"] for r in trials)
-        if kernels == "cuda":
+        for mode, verdict in (("parallel", "bounded"), ("sequential", "unbounded")):
+            mine = [r for r in rows if r["prefill_mode"] == mode]
+            trials = [r for r in mine if r["metric"] == "trial_peak_bytes"]
+            at_limit = {r["metric"]: r["value"] for r in mine if r["metric"].endswith("_at_limit")}
+            assert {r["verdict"] for r in mine} == {verdict} and trials
+            if kernels == "cpu":
+                assert all(r["peak_reserved"] != r["peak_reserved"] for r in trials)  # nan
+                assert "peak_reserved_at_limit" not in at_limit
+                assert not any("segment_addresses" in r for r in rows)  # no allocator model, no such setting
+                continue
             assert {r.get("segment_addresses") for r in rows} == {"rising"}  # the model's input, on every row
-            assert all(r["peak_reserved"] >= r["value"] for r in trials if not r["oom"])
-            assert at_limit["peak_reserved_at_limit"] >= at_limit["peak_bytes_at_limit"]
-        else:
-            assert all(r["peak_reserved"] != r["peak_reserved"] for r in trials)  # nan
-            assert "peak_reserved_at_limit" not in at_limit
-            assert not any("segment_addresses" in r for r in rows)  # no allocator model, no such setting
+            # reserved bytes are whole segments (2 MiB multiples), above the allocated peak somewhere
+            assert all(r["peak_reserved"] % (2 * MB) == 0 for r in trials)
+            assert any(r["peak_reserved"] > r["value"] for r in trials if not r["oom"])
+            # the limit's reserved peak is that of the trial whose allocated peak the limit reports
+            limit_trial = [r for r in trials if r["value"] == at_limit["peak_bytes_at_limit"] and not r["oom"]][-1]
+            assert at_limit["peak_reserved_at_limit"] == limit_trial["peak_reserved"]
+            if verdict == "bounded":
+                assert any(r["oom"] for r in trials)
+                assert limit_trial["prompt_len"] == next(r["value"] for r in mine if r["metric"] == "max_prompt_len")
+
+
+def test_a_cuda_trial_reads_the_allocators_reserved_peak(monkeypatch):
+    """measure=cuda: a trial's reserved peak is torch.cuda.max_memory_reserved after it (stand-in
+    counters here; no GPU on this machine)."""
+    from bench.memory.trackers import CudaTracker
+
+    counters = {"allocated": 100, "max_allocated": 700, "max_reserved": 1 << 21}
+    for name, value in (("memory_allocated", "allocated"), ("max_memory_allocated", "max_allocated"),
+                        ("max_memory_reserved", "max_reserved")):
+        monkeypatch.setattr(torch.cuda, name, lambda device=None, key=value: counters[key])
+    for name in ("synchronize", "empty_cache", "reset_peak_memory_stats"):
+        monkeypatch.setattr(torch.cuda, name, lambda device=None: None)
+    tracker = object.__new__(CudaTracker)  # no CUDA device to construct it on
+    tracker.device = "cuda"
+    with tracker.track(limit_bytes=10_000) as m:
+        pass
+    assert (m.start_bytes, m.peak_bytes, m.peak_reserved, m.oom) == (100, 600, 1 << 21, False)
 
 
 def test_a_gpu_simulation_of_transformers_falcon_mamba_is_refused():

@@ -132,7 +132,39 @@ def test_a_contended_agreement_is_flagged_not_passed(monkeypatch, capsys):
     monkeypatch.setattr(contention, "LoadMeter", Busy)
     assert generation.main(["--models", "tiny_mamba", "--window", "8", "--windows", "3", "--rounds", "1"]) == 0
     assert "verdict: FLAGGED, tiny_mamba: contended: other processes used 1.50 cores" in capsys.readouterr().out
-    for empty in (["--windows", "1"], ["--rounds", "0"]):  # nothing to compare: an error, not "0.000"
+    bad = (["--windows", "1"], ["--rounds", "0"],  # nothing to compare: an error, not "0.000"
+           ["--threads", "0"], ["--tolerance", "-1"], ["--models", "tiny_mamba,nosuchmodel"])
+    for args in bad:
         with pytest.raises(SystemExit) as e:
-            generation.main(["--models", "tiny_mamba", *empty])
-        assert e.value.code == 2
+            generation.main(["--models", "tiny_mamba", *args])
+        assert e.value.code == 2, args
+    assert "--models: no configs/model/nosuchmodel.yaml" in capsys.readouterr().err
+
+
+def test_the_agreement_verdict_passes_only_quiet_agreement():
+    """agree: every model quiet and within tolerance. A quiet model outside it is reported whatever
+    the others; a contended one is FLAGGED, never passed."""
+    quiet, busy = {"load1": 0.5, "other_cpu": 0.01}, {"load1": 3.0, "other_cpu": 1.5}
+    verdict = generation.agreement_verdict
+    assert verdict({"a": (0.04, quiet), "b": (0.05, quiet)}, 0.05) == "agree"
+    assert verdict({"a": (0.06, quiet), "b": (0.01, quiet)}, 0.05) == "outside tolerance (a)"
+    assert verdict({"a": (0.01, quiet), "b": (0.01, busy)}, 0.05).startswith("FLAGGED, b: contended")
+    mixed = verdict({"a": (0.10, quiet), "b": (0.01, busy)}, 0.05)  # b's flag must not hide a's miss
+    assert mixed.startswith("outside tolerance (a); FLAGGED, b: contended")
+    assert verdict({"a": (0.30, busy)}, 0.05).startswith("FLAGGED, a: contended")  # not a measured miss
+
+
+def test_the_agreement_keeps_its_busiest_round(monkeypatch):
+    """The load that decides the verdict is the busiest of all rounds, not the first or the last."""
+    from bench import contention
+
+    readings = iter([0.0, 0.1, 0.9, 0.2])  # full, sampled, sampled, full
+
+    class Varying(contention.LoadMeter):
+        def read(self):
+            return {"load1": 1.0, "other_cpu": next(readings)}
+
+    monkeypatch.setattr(contention, "LoadMeter", Varying)
+    backend = loaded_backend(load(["model=tiny_mamba", *SMALL]))
+    rows = generation.agreement(backend, window=8, windows=3, rounds=2, warmup_tokens=2)
+    assert {r["load"]["other_cpu"] for r in rows} == {0.9}

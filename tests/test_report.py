@@ -127,6 +127,22 @@ def test_max_prompt_table_shows_allocated_and_reserved_peaks_at_the_limit(built)
         assert pd.isna(other["peak reserved at limit"]), (model, mode)
 
 
+def test_two_runs_with_the_same_settings_keep_their_own_peaks_at_the_limit(tmp_path):
+    """The at-limit peaks are matched to their max_prompt_len row by run too: two runs that agree on
+    every setting (a rerun) each show their own."""
+    for run_id, (limit, allocated, reserved) in {"msl_a": (1024, 1.0, 1.5), "msl_b": (2048, 2.0, 2.5)}.items():
+        common = dict(prefill_mode="parallel", verdict="bounded", budget_bytes=24 * 2**30, source="simulated")
+        rows = [_row(run_id, "max_seq_len", "mamba-130m", metric="max_prompt_len", value=limit, unit="tokens",
+                     limiting_factor="activations", **common)]
+        rows += [_row(run_id, "max_seq_len", "mamba-130m", metric=metric, value=v * 2**30, unit="bytes", **common)
+                 for metric, v in (("peak_bytes_at_limit", allocated), ("peak_reserved_at_limit", reserved))]
+        write_run(tmp_path / "runs" / run_id, rows, _config("mamba-130m", "max_seq_len"))
+    (table,) = tables(tmp_path, "Maximum prompt length")
+    shown = {(r["max prompt (tokens)"], r["peak allocated at limit"], r["peak reserved at limit"])
+             for _, r in table.iterrows()}
+    assert shown == {("1.02k", "1.00 GiB", "1.50 GiB"), ("2.05k", "2.00 GiB", "2.50 GiB")}
+
+
 def test_html_is_self_contained(built):
     root, _, report = built
     html = (root / "report" / "report.html").read_text()

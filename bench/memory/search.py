@@ -46,6 +46,7 @@ class SearchResult:
     limiting_factor: str  # "weights", the state label, "logits", "activations"; "none" if no limit found
     components: dict = field(default_factory=dict)  # bytes at the limit, by part
     trials: list[TrialResult] = field(default_factory=list)
+    peak_reserved_at_limit: float = math.nan  # the caching allocator's, for the same trial as peak_bytes_at_limit
 
 
 def fitted_slope(points: list[tuple[int, float]]) -> float:
@@ -127,4 +128,5 @@ def _at_limit(verdict: str, max_len: float, at: TrialResult, slope: float, weigh
     parts = {state_label: state, "logits": logits,
              "activations": max(0.0, at.peak_bytes - weights_bytes - state - logits)}
     factor = "none" if verdict in ("unbounded", "exceeds_probe_cap") else max(parts, key=parts.get)
-    return SearchResult(verdict, max_len, at.peak_bytes, slope, factor, {"weights": weights_bytes, **parts}, trials)
+    return SearchResult(verdict, max_len, at.peak_bytes, slope, factor, {"weights": weights_bytes, **parts}, trials,
+                        peak_reserved_at_limit=at.peak_reserved)

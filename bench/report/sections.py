@@ -486,11 +486,14 @@ def _max_seq_len(d: pd.DataFrame) -> Section:
 
 
 def _same_setting(d: pd.DataFrame, row: pd.Series, columns: list[str]) -> dict:
-    """metric -> value of d's rows that agree with `row` on every one of `columns` (NaN with NaN)."""
+    """metric -> value of the one row of d that agrees with `row` on every one of `columns` (NaN
+    with NaN); a metric that several rows match is ambiguous and left out."""
     same = pd.Series(True, index=d.index)
     for col in dict.fromkeys(c for c in columns if c in d):
         same &= (d[col] == row[col]) | (d[col].isna() & pd.isna(row[col]))
-    return dict(zip(d.loc[same, "metric"], d.loc[same, "value"]))
+    matched = d[same]
+    unique = matched.groupby("metric")["value"].agg(["count", "first"])
+    return unique.loc[unique["count"] == 1, "first"].to_dict()
 
 
 def _leaderboard(d: pd.DataFrame) -> Section:

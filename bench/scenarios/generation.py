@@ -272,9 +272,24 @@ def agreement(backend, window: int, windows: int, rounds: int, warmup_tokens: in
     return out
 
 
+def agreement_verdict(results: dict[str, tuple[float, dict]], tolerance: float) -> str:
+    """results: model -> (largest |sampled/full - 1| over its windows, its busiest round's load).
+    'agree' only when every model ran on a quiet machine within tolerance. A quiet model outside
+    it is a disagreement whatever the others say; a contended model's ratios measure the
+    neighbours as much as the two modes, so it is FLAGGED, never passed."""
+    from bench.contention import contention_reason
+
+    flagged = {name: contention_reason(load) for name, (_, load) in results.items()}
+    outside = [name for name, (worst, _) in results.items() if flagged[name] is None and worst > tolerance]
+    flags = "; ".join(f"{name}: {reason}" for name, reason in flagged.items() if reason is not None)
+    if outside:
+        return f"outside tolerance ({', '.join(outside)})" + (f"; FLAGGED, {flags}" if flags else "")
+    return f"FLAGGED, {flags}" if flags else "agree"
+
+
 def main(argv: list[str] | None = None) -> int:
     """python -m bench.scenarios.generation --models tiny_mamba,tiny_llama: full vs sampled per
-    window on this machine's CPU, printed as measured (exit 0 whatever the ratios say)."""
+    window on this machine's CPU, printed as measured with a verdict (exit 0 whatever it says)."""
     import argparse
 
     from hydra import compose, initialize_config_dir
@@ -282,11 +297,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from bench.backends import get_backend_class
     from bench.config import CONFIG_DIR, register_configs
-    from bench.contention import contention_reason
     from bench.device import DTYPES
 
     parser = argparse.ArgumentParser(prog="python -m bench.scenarios.generation", description=main.__doc__)
-    parser.add_argument("--models", default="tiny_mamba,tiny_llama")
+    parser.add_argument("--models", default="tiny_mamba,tiny_llama", help="configs/model/ names, comma-separated")
     parser.add_argument("--window", type=int, default=256)
     parser.add_argument("--windows", type=int, default=8, help="windows per full generation")
     parser.add_argument("--rounds", type=int, default=3)
@@ -296,11 +310,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.windows < 2 or args.rounds < 1 or args.window < 1:  # nothing to compare is no agreement
         parser.error(f"--windows must be >= 2 (the first window is left out), --rounds and --window >= 1; "
                      f"got {args.windows}, {args.rounds}, {args.window}")
+    if args.threads < 1 or args.tolerance <= 0:
+        parser.error(f"--threads must be >= 1 and --tolerance > 0; got {args.threads}, {args.tolerance}")
+    names = args.models.split(",")
+    known = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
+    if unknown := [n for n in names if n not in known]:
+        parser.error(f"--models: no configs/model/{unknown[0]}.yaml; one of {', '.join(known)}")
     torch.set_num_threads(args.threads)
     register_configs()
-    worst = worst_best = 0.0
-    flags = []
-    for name in args.models.split(","):
+    results = {}
+    for name in names:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             model_cfg = OmegaConf.to_object(compose("config", overrides=[f"model={name}"])).model
         backend = get_backend_class(model_cfg.impl)(model_cfg, torch.device("cpu"), DTYPES["float32"])
@@ -311,22 +330,17 @@ def main(argv: list[str] | None = None) -> int:
               "full [min-max]   sampled [min-max]")
         rows = agreement(backend, args.window, args.windows, args.rounds)
         for row in rows:
-            worst = max(worst, abs(row["ratio"] - 1))
-            worst_best = max(worst_best, abs(row["best_ratio"] - 1))
             (f_lo, f_hi), (s_lo, s_hi) = row["full_spread"], row["sampled_spread"]
             print(f"{row['step']:>6} {row['context_len']:>8} {row['full']:>9.1f} {row['sampled']:>9.1f} "
                   f"{row['ratio']:>6.3f} {row['best_ratio']:>6.3f}  {f_lo:.1f}-{f_hi:.1f}   {s_lo:.1f}-{s_hi:.1f}"
                   + ("" if abs(row["ratio"] - 1) <= args.tolerance else "  outside tolerance"))
+        worst = max(abs(row["ratio"] - 1) for row in rows)
         load = rows[0]["load"]
-        print(f"busiest round: other processes used {load['other_cpu']:.2f} cores (load average {load['load1']:.1f})")
-        if (reason := contention_reason(load)) is not None:
-            flags.append(f"{name}: {reason}")
-    print(f"\nlargest |sampled/full - 1| over windows: medians {worst:.3f}, best rounds {worst_best:.3f} "
-          f"(tolerance {args.tolerance})")
-    # A contended machine's ratios measure the neighbours as much as the two modes: labelled, not passed.
-    verdict = ("FLAGGED, " + "; ".join(flags) if flags
-               else "agree" if worst <= args.tolerance else "outside tolerance")
-    print(f"verdict: {verdict}")
+        print(f"largest |sampled/full - 1| over windows: medians {worst:.3f}, best rounds "
+              f"{max(abs(row['best_ratio'] - 1) for row in rows):.3f} (tolerance {args.tolerance}); busiest round: "
+              f"other processes used {load['other_cpu']:.2f} cores (load average {load['load1']:.1f})")
+        results[name] = (worst, load)
+    print(f"\nverdict: {agreement_verdict(results, args.tolerance)}")
     return 0
 
 

@@ -155,9 +155,8 @@ def result_rows(cfg, result: SearchResult, mode: str, source: str, budget: int) 
         rows.append({**common, "metric": f"{part}_bytes_at_limit", "value": float(nbytes), "unit": schema.BYTES})
     # Reserved bytes (cuda, or simulated through the allocator model): what a capped GPU runs out
     # of; beside the allocated peak they show what fragmentation costs at the limit.
-    at_limit = [t for t in result.trials if t.length == result.max_len and not t.oom]
-    if at_limit and not math.isnan(at_limit[-1].peak_reserved):
-        rows.append({**common, "metric": "peak_reserved_at_limit", "value": float(at_limit[-1].peak_reserved),
+    if not math.isnan(result.peak_reserved_at_limit):  # the same trial as peak_bytes_at_limit's
+        rows.append({**common, "metric": "peak_reserved_at_limit", "value": float(result.peak_reserved_at_limit),
                      "unit": schema.BYTES})
     if cfg.record_trials:
         for t in result.trials:
