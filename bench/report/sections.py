@@ -481,7 +481,9 @@ def _max_seq_len(d: pd.DataFrame) -> Section:
                    "prefill), so no prompt length exceeds the budget. 'weights_exceed_budget': the weights alone do "
                    "not fit. '≥': the search stopped at its probe cap (scenario.max_len) and the prompt still fit. The budget is that of the emulated hardware (budget_hardware) where the rows record it. "
                    "Reserved bytes are the CUDA caching allocator's (measured, or its model in a simulation "
-                   "of a GPU): a capped GPU runs out of reserved memory, so they, not the allocated peak, meet the budget.")
+                   "of a GPU): a capped GPU runs out of reserved memory, so they, not the allocated peak, meet the budget. "
+                   "A blank reserved cell: no caching allocator (measured or simulated on a CPU), no fitting trial, or "
+                   "results from before reserved bytes were recorded. 'Unbounded' rows give the peaks of their last probe.")
     return s
 
 
