@@ -152,9 +152,15 @@ bench-agreement: $(STAMP)
 	$(PY) -m bench.scenarios.generation --models tiny_mamba,tiny_llama --window 512 --windows 9 --rounds 5
 
 # The GPU checks (kernels, scan speed, decode with and without graphs, generation, max prompt
-# under a 24 GiB cap) as ordinary runs; then the report. On a CPU the CUDA-only jobs say why not.
+# under a 24 GiB cap) as ordinary runs; sampled vs full generation per window at moderate scale
+# (small models, bf16: results/gpu_agreement.txt); then the report. On a CPU the CUDA-only jobs say why not.
 gpu-check: $(STAMP)
-	$(PY) -m bench experiment=gpu_check; status=$$?; $(PY) -m bench.report && exit $$status
+	$(PY) -m bench experiment=gpu_check; status=$$?; \
+	if $(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then \
+	  $(PY) -m bench.scenarios.generation --device cuda --dtype bfloat16 --models small_mamba,small_llama \
+	    --window 512 --windows 5 --rounds 3 | tee results/gpu_agreement.txt; \
+	else echo "gpu-check: no CUDA device: the sampled-vs-full agreement at moderate scale is skipped"; fi; \
+	$(PY) -m bench.report && exit $$status
 
 # Generation throughput and memory over 16k tokens, tiny models, CPU.
 bench-throughput: $(STAMP)

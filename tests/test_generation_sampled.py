@@ -133,7 +133,8 @@ def test_a_contended_agreement_is_flagged_not_passed(monkeypatch, capsys):
     assert generation.main(["--models", "tiny_mamba", "--window", "8", "--windows", "3", "--rounds", "1"]) == 0
     assert "verdict: FLAGGED, tiny_mamba: contended: other processes used 1.50 cores" in capsys.readouterr().out
     bad = (["--windows", "1"], ["--rounds", "0"],  # nothing to compare: an error, not "0.000"
-           ["--threads", "0"], ["--tolerance", "-1"], ["--models", "tiny_mamba,nosuchmodel"])
+           ["--threads", "0"], ["--tolerance", "-1"], ["--models", "tiny_mamba,nosuchmodel"],
+           *([["--device", "cuda"]] if not torch.cuda.is_available() else []), ["--device", "tpu"])
     for args in bad:
         with pytest.raises(SystemExit) as e:
             generation.main(["--models", "tiny_mamba", *args])

@@ -289,7 +289,8 @@ def agreement_verdict(results: dict[str, tuple[float, dict]], tolerance: float) 
 
 def main(argv: list[str] | None = None) -> int:
     """python -m bench.scenarios.generation --models tiny_mamba,tiny_llama: full vs sampled per
-    window on this machine's CPU, printed as measured with a verdict (exit 0 whatever it says)."""
+    window on this machine's CPU (or --device cuda), printed as measured with a verdict (exit 0
+    whatever it says)."""
     import argparse
 
     from hydra import compose, initialize_config_dir
@@ -306,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--tolerance", type=float, default=0.05)
+    parser.add_argument("--device", default="cpu", help="cpu, or cuda (a GPU's moderate-scale check)")
+    parser.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     args = parser.parse_args(argv)
     if args.windows < 2 or args.rounds < 1 or args.window < 1:  # nothing to compare is no agreement
         parser.error(f"--windows must be >= 2 (the first window is left out), --rounds and --window >= 1; "
@@ -316,16 +319,20 @@ def main(argv: list[str] | None = None) -> int:
     known = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
     if unknown := [n for n in names if n not in known]:
         parser.error(f"--models: no configs/model/{unknown[0]}.yaml; one of {', '.join(known)}")
+    if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
+        parser.error(f"--device: {args.device!r} is not cpu, or cuda on a machine that has one")
+    device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     register_configs()
     results = {}
     for name in names:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             model_cfg = OmegaConf.to_object(compose("config", overrides=[f"model={name}"])).model
-        backend = get_backend_class(model_cfg.impl)(model_cfg, torch.device("cpu"), DTYPES["float32"])
+        backend = get_backend_class(model_cfg.impl)(model_cfg, device, DTYPES[args.dtype])
         backend.load()
         backend.probe()
-        print(f"\n{name}: tokens/s per {args.window}-token window, median of {args.rounds} interleaved rounds")
+        print(f"\n{name} ({args.dtype}, {device.type}): tokens/s per {args.window}-token window, "
+              f"median of {args.rounds} interleaved rounds")
         print(f"{'step':>6} {'context':>8} {'full':>9} {'sampled':>9} {'ratio':>6} {'best':>6}  "
               "full [min-max]   sampled [min-max]")
         rows = agreement(backend, args.window, args.windows, args.rounds)
