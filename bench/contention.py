@@ -5,8 +5,10 @@
   anyway and its rows are flagged.
 - `LoadMeter`: the 1-minute load average, and the CPU time that *other* processes used while
   the job ran (all busy CPU time from /proc/stat, less this process's and its children's), in
-  cores. A job whose neighbours used more than CONTENDED_CORES is flagged: its timings may be
-  a fraction of what a quiet machine gives.
+  cores: on average, and at its peak over any one-second interval (a background thread samples
+  it). A job whose neighbours used more than CONTENDED_CORES on average, or more than
+  BURST_CORES in some second, is flagged: its timings, or some of its windows, may be a fraction
+  of what a quiet machine gives.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 import resource
 import socket
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,6 +32,8 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = ".measure.lock"
 CONTENDED_CORES = 0.25  # other processes' average CPU use (cores) above which timings are flagged
+BURST_CORES = 0.5  # ... or their use over one SAMPLE_S interval: a burst that slowed some windows
+SAMPLE_S = 1.0
 
 
 @contextmanager
@@ -69,22 +74,57 @@ def _own_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
+def _tree_seconds() -> tuple[float, frozenset]:
+    """CPU seconds of this process, its waited-for children and its live descendants (with what
+    they have waited for), and the live descendants' pids. Read in this order, a child reaped
+    in between is missed (an undercount that reads as less contention), never counted twice."""
+    total = _own_seconds()
+    pids = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            t = child.cpu_times()
+        except psutil.Error:  # gone since it was listed: missed, as above
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+        pids.add(child.pid)
+    return total, frozenset(pids)
+
+
 class LoadMeter:
     """Start it before a job, read it after the job's processes have been waited for."""
 
-    def __init__(self):
+    def __init__(self, sample_s: float = SAMPLE_S):
         self.wall, self.busy, self.own = time.perf_counter(), _busy_seconds(), _own_seconds()
         self.load1 = os.getloadavg()[0]
+        self.peak = 0.0  # others' cores over the busiest sampled interval
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, args=(sample_s,), daemon=True)
+        self._sampler.start()
+
+    def _sample(self, every: float) -> None:
+        last = (time.perf_counter(), _busy_seconds(), *_tree_seconds())
+        while not self._stop.wait(every):
+            now = (time.perf_counter(), _busy_seconds(), *_tree_seconds())
+            if now[3] == last[3]:  # a child started or ended in between: its CPU is not attributable
+                others = (now[1] - last[1]) - (now[2] - last[2])
+                self.peak = max(self.peak, others / (now[0] - last[0]))
+            last = now
 
     def read(self) -> dict:
+        self._stop.set()
+        self._sampler.join()
         wall = time.perf_counter() - self.wall
         others = (_busy_seconds() - self.busy) - (_own_seconds() - self.own)
         return dict(zip(LOAD_COLUMNS, (max(self.load1, os.getloadavg()[0]),
-                                        max(0.0, others) / wall if wall > 0 else float("nan"))))
+                                        max(0.0, others) / wall if wall > 0 else float("nan"), self.peak)))
 
 
 def contention_reason(load: dict) -> str | None:
     if load.get("other_cpu", 0.0) > CONTENDED_CORES:
         return (f"contended: other processes used {load['other_cpu']:.2f} cores on average while it ran "
                 f"(load average {load['load1']:.1f})")
+    peak = load.get("other_cpu_peak")
+    if peak is not None and peak > BURST_CORES:  # NaN compares False: an old row without the reading
+        return (f"contended: other processes used {peak:.2f} cores in its busiest second ({load['other_cpu']:.2f} "
+                f"on average; load average {load['load1']:.1f})")
     return None

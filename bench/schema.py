@@ -42,7 +42,7 @@ SETTINGS = [
     "task", "seq_len", "steps", "lr", "weight_decay", "warmup_steps", "train_examples", "test_examples",
 ]
 # Machine load recorded with every timed row (bench/contention.py): the report flags contention.
-LOAD_COLUMNS = ["load1", "other_cpu"]
+LOAD_COLUMNS = ["load1", "other_cpu", "other_cpu_peak"]
 ARCHS = ("ssm", "transformer")
 # With a limit, which documents lighteval scores (bench/evals/lighteval_runner.py says how each picks).
 DOC_SELECTIONS = ("first_n", "spread", "lighteval")

@@ -14,6 +14,7 @@ from bench.backends import get_backend_class
 from bench.config import ConfigError, register_configs
 from bench.device import DTYPES
 from bench.scenarios import generation
+from bench.schema import LOAD_COLUMNS
 
 CONFIGS = str(Path(__file__).resolve().parent.parent / "configs")
 register_configs()
@@ -114,7 +115,7 @@ def test_agreement_compares_each_full_window_with_the_sampled_window_from_the_sa
         assert r["ratio"] == pytest.approx(r["sampled"] / r["full"])
         assert r["best_ratio"] == pytest.approx(r["sampled_spread"][1] / r["full_spread"][1])
         assert r["full_spread"][0] <= r["full"] <= r["full_spread"][1]
-        assert set(r["load"]) == {"load1", "other_cpu"}  # the busiest round's reading, for the verdict
+        assert set(r["load"]) == set(LOAD_COLUMNS)  # the worst readings over the rounds, for the verdict
     assert generation.main(["--models", "tiny_mamba", "--window", "8", "--windows", "3", "--rounds", "1"]) == 0
     out = capsys.readouterr().out
     assert "largest |sampled/full - 1| over windows" in out and "busiest round: other processes used" in out
@@ -126,6 +127,9 @@ def test_a_contended_agreement_is_flagged_not_passed(monkeypatch, capsys):
     from bench import contention
 
     class Busy(contention.LoadMeter):
+        def __init__(self):  # no sampler thread: the reading is made up
+            pass
+
         def read(self):
             return {"load1": 3.0, "other_cpu": 1.5}
 
@@ -155,17 +159,24 @@ def test_the_agreement_verdict_passes_only_quiet_agreement():
     assert verdict({"a": (0.30, busy)}, 0.05).startswith("FLAGGED, a: contended")  # not a measured miss
 
 
-def test_the_agreement_keeps_its_busiest_round(monkeypatch):
-    """The load that decides the verdict is the busiest of all rounds, not the first or the last."""
+def test_the_agreement_keeps_the_worst_load_readings(monkeypatch):
+    """The load that decides the verdict is the worst of each reading over all rounds (the average
+    and the busiest second may come from different rounds), not the first or the last round's."""
     from bench import contention
 
-    readings = iter([0.0, 0.1, 0.9, 0.2])  # full, sampled, sampled, full
+    readings = iter([(0.0, 0.0), (0.1, 0.8), (0.2, 0.3), (0.05, 0.1)])  # full, sampled, sampled, full
 
     class Varying(contention.LoadMeter):
+        def __init__(self):  # no sampler thread: the readings are made up
+            pass
+
         def read(self):
-            return {"load1": 1.0, "other_cpu": next(readings)}
+            average, peak = next(readings)
+            return {"load1": 1.0, "other_cpu": average, "other_cpu_peak": peak}
 
     monkeypatch.setattr(contention, "LoadMeter", Varying)
     backend = loaded_backend(load(["model=tiny_mamba", *SMALL]))
     rows = generation.agreement(backend, window=8, windows=3, rounds=2, warmup_tokens=2)
-    assert {r["load"]["other_cpu"] for r in rows} == {0.9}
+    assert all(r["load"] == {"load1": 1.0, "other_cpu": 0.2, "other_cpu_peak": 0.8} for r in rows)
+    assert contention.contention_reason(rows[0]["load"]).startswith("contended: other processes used 0.80 cores "
+                                                                   "in its busiest second")

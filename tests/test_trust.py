@@ -177,6 +177,38 @@ def test_a_timing_on_a_busy_machine_is_flagged(tmp_path):
     assert table["other_cpu"].iloc[0] > 0.5 and "contended" in table["reason"].iloc[0]
 
 
+def _detached_hog(seconds: float) -> None:
+    """Another process, not ours (double-forked: init adopts it), busy for `seconds`."""
+    subprocess.run(["sh", "-c", f"{sys.executable} -c 'import time; t = time.time() + {seconds}\n"
+                                "while time.time() < t: pass' &"], check=True)
+
+
+def test_a_burst_on_a_quiet_average_is_flagged():
+    """Another process busy for under a second of a four-second job: the average stays under the
+    threshold, the busiest second does not, and the job is flagged for it."""
+    from bench.contention import CONTENDED_CORES, LoadMeter, contention_reason
+
+    meter = LoadMeter(sample_s=0.25)
+    time.sleep(1.0)
+    _detached_hog(0.7)
+    time.sleep(3.0)
+    load = meter.read()
+    assert load["other_cpu"] < CONTENDED_CORES < load["other_cpu_peak"], load
+    assert "in its busiest second" in contention_reason(load)
+
+
+def test_the_jobs_own_children_are_not_contention():
+    """A measuring child (isolate=true runs one) is the job's own CPU, live or waited for."""
+    from bench.contention import BURST_CORES, LoadMeter, contention_reason
+
+    meter = LoadMeter(sample_s=0.25)
+    child = subprocess.Popen([sys.executable, "-c", "import time; t = time.time() + 1.5\nwhile time.time() < t: pass"])
+    child.wait()
+    time.sleep(0.5)
+    load = meter.read()
+    assert load["other_cpu_peak"] < BURST_CORES and contention_reason(load) is None, load
+
+
 def test_two_sweeps_at_once_measure_each_job_once(tmp_path):
     procs = [bench(tmp_path, "hydra.mode=RUN", "model=dummy", *QUICK, wait=False) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]
