@@ -158,7 +158,8 @@ gpu-check: $(STAMP)
 	$(PY) -m bench experiment=gpu_check; status=$$?; \
 	if $(PY) -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then \
 	  $(PY) -m bench.scenarios.generation --device cuda --dtype bfloat16 --models small_mamba,small_llama \
-	    --window 512 --windows 5 --rounds 3 | tee results/gpu_agreement.txt; \
+	    --window 512 --windows 5 --rounds 3 > results/gpu_agreement.txt 2>&1 || status=1; \
+	  cat results/gpu_agreement.txt; \
 	else echo "gpu-check: no CUDA device: the sampled-vs-full agreement at moderate scale is skipped"; fi; \
 	$(PY) -m bench.report && exit $$status
 

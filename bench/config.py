@@ -322,7 +322,7 @@ class MaxSeqLenConfig(ScenarioConfig):
         "help": "hardware profile whose budget is searched (None: the job's own hardware)"})
     segment_addresses: str = field(default="rising", metadata={
         "help": f"a simulated GPU's cudaMalloc address order, one of {SEGMENT_ADDRESSES}: it breaks best-fit "
-                "ties in the caching-allocator model (bench/memory/allocator.py); the two bracket fragmentation"})
+                "ties in the caching-allocator model (bench/memory/allocator.py), and so how blocks fragment"})
 
     def __post_init__(self):
         _one_of("scenario.measure", self.measure, MEMORY_MEASURES)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 import resource
 import socket
@@ -34,6 +35,9 @@ LOCK_FILE = ".measure.lock"
 CONTENDED_CORES = 0.25  # other processes' average CPU use (cores) above which timings are flagged
 BURST_CORES = 0.5  # ... or their use over one SAMPLE_S interval: a burst that slowed some windows
 SAMPLE_S = 1.0
+# /proc/stat counts in 10 ms ticks per core: over less than this the average is too coarse to
+# read (a 20 ms job can show 0.4 cores of nobody), so it is NaN, unmeasured, not 0.
+MIN_READ_S = 1.0
 
 
 @contextmanager
@@ -91,35 +95,48 @@ def _tree_seconds() -> tuple[float, frozenset]:
 
 
 class LoadMeter:
-    """Start it before a job, read it after the job's processes have been waited for."""
+    """Start it before a job, read it after the job's processes have been waited for; as a
+    context manager (`with LoadMeter() as meter:`) its sampler stops even if the job raises.
+    Readings it could not take (a job too short for an average, no whole interval sampled) are
+    NaN: unmeasured, never a quiet 0."""
 
     def __init__(self, sample_s: float = SAMPLE_S):
         self.wall, self.busy, self.own = time.perf_counter(), _busy_seconds(), _own_seconds()
         self.load1 = os.getloadavg()[0]
-        self.peak = 0.0  # others' cores over the busiest sampled interval
+        self.peak = math.nan  # others' cores over the busiest sampled interval
         self._stop = threading.Event()
         self._sampler = threading.Thread(target=self._sample, args=(sample_s,), daemon=True)
         self._sampler.start()
+
+    def __enter__(self) -> "LoadMeter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sampler.join()
 
     def _sample(self, every: float) -> None:
         last = (time.perf_counter(), _busy_seconds(), *_tree_seconds())
         while not self._stop.wait(every):
             now = (time.perf_counter(), _busy_seconds(), *_tree_seconds())
             if now[3] == last[3]:  # a child started or ended in between: its CPU is not attributable
-                others = (now[1] - last[1]) - (now[2] - last[2])
-                self.peak = max(self.peak, others / (now[0] - last[0]))
+                cores = ((now[1] - last[1]) - (now[2] - last[2])) / (now[0] - last[0])
+                self.peak = cores if math.isnan(self.peak) else max(self.peak, cores)
             last = now
 
     def read(self) -> dict:
-        self._stop.set()
-        self._sampler.join()
+        self.close()
         wall = time.perf_counter() - self.wall
         others = (_busy_seconds() - self.busy) - (_own_seconds() - self.own)
         return dict(zip(LOAD_COLUMNS, (max(self.load1, os.getloadavg()[0]),
-                                        max(0.0, others) / wall if wall > 0 else float("nan"), self.peak)))
+                                        max(0.0, others) / wall if wall >= MIN_READ_S else math.nan, self.peak)))
 
 
 def contention_reason(load: dict) -> str | None:
+    """Why a job's timings are flagged, or None. NaN readings (unmeasured) flag nothing."""
     if load.get("other_cpu", 0.0) > CONTENDED_CORES:
         return (f"contended: other processes used {load['other_cpu']:.2f} cores on average while it ran "
                 f"(load average {load['load1']:.1f})")

@@ -80,17 +80,17 @@ def run_job(cfg, run_dir: Path, overrides: list[str] | None = None, config_error
 def _run_in(staging: Path, cfg, run_dir: Path, fp, held: bool, config_error, overrides) -> pd.DataFrame:
     run_id = uuid.uuid4().hex[:12]
     started = time.time()
-    meter = LoadMeter()
     interrupted = None
-    try:
-        if config_error is not None:
-            raise config_error
-        rows = _measure_guarded(cfg, staging)
-    except Interrupted as e:
-        interrupted, rows = e, [failure_row(e)]
-    except Exception as e:  # noqa: BLE001 — any failure becomes a result row
-        rows = [failure_row(e)]
-    load = meter.read()
+    with LoadMeter() as meter:  # its sampler stops whatever escapes
+        try:
+            if config_error is not None:
+                raise config_error
+            rows = _measure_guarded(cfg, staging)
+        except Interrupted as e:
+            interrupted, rows = e, [failure_row(e)]
+        except Exception as e:  # noqa: BLE001 — any failure becomes a result row
+            rows = [failure_row(e)]
+        load = meter.read()
     table = to_table(rows, cfg, run_id, load, held)
     status = worst_status(table)
     if status == "failed":

@@ -70,15 +70,22 @@ def test_the_workspace_is_taken_once():
 
 
 @settings(max_examples=40, deadline=None)
-@given(st.lists(st.tuples(st.booleans(), st.integers(1, 40 * MB)), min_size=1, max_size=60))
-def test_invariants_hold_over_any_trace(ops):
-    """Blocks tile their segments, no two free neighbours are left unmerged, and the counters are
-    the sums of what the blocks say."""
-    a = CachingAllocatorModel()
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 40 * MB)), min_size=1, max_size=60),
+       st.sampled_from(SEGMENT_ADDRESSES))
+def test_invariants_hold_over_any_trace(ops, order):
+    """Blocks tile their segments, segments never overlap, no two free neighbours are left
+    unmerged, the counters are the sums of what the blocks say, and a request takes the smallest
+    free block that fits (the lowest address among equals), for either segment address order."""
+    a = CachingAllocatorModel(segment_addresses=order)
     live = []
     for i, (alloc, nbytes) in enumerate(ops):
         if alloc or not live:
+            small = round_size(nbytes) <= MB
+            fitting = [b for _, _, b in a._free[small] if b.size >= round_size(nbytes)]
+            best = min(fitting, key=lambda b: (b.size, b.address)) if fitting else None
             a.malloc(i, nbytes)
+            if best is not None:  # best fit, as c10's lower_bound over (size, address) finds it
+                assert a._blocks[i].address == best.address
             live.append(i)
         else:
             a.free(live.pop(nbytes % len(live)))
@@ -95,6 +102,8 @@ def test_invariants_hold_over_any_trace(ops):
                 address += block.size
                 block = block.next
             assert address == seg.address + seg.size
+        spans = sorted((seg.address, seg.address + seg.size) for seg in segments.values())
+        assert all(end <= start for (_, end), (start, _) in zip(spans, spans[1:])), "segments overlap"
         assert allocated == a.allocated <= a.reserved == sum(s.size for s in segments.values())
 
 
@@ -135,6 +144,7 @@ def test_max_seq_len_rows_carry_reserved_bytes_per_trial_and_at_the_limit():
     from bench.backends import get_backend_class
     from bench.config import CONFIG_DIR, register_configs
     from bench.device import DTYPES
+    from bench import runner
     from bench.scenarios import max_seq_len
 
     register_configs()
@@ -156,7 +166,10 @@ def test_max_seq_len_rows_carry_reserved_bytes_per_trial_and_at_the_limit():
             if kernels == "cpu":
                 assert all(r["peak_reserved"] != r["peak_reserved"] for r in trials)  # nan
                 assert "peak_reserved_at_limit" not in at_limit
-                assert not any("segment_addresses" in r for r in rows)  # no allocator model, no such setting
+                # no allocator model: no such setting, in the table the runner writes too
+                assert {r["segment_addresses"] for r in rows} == {None}
+                table = runner.to_table(rows, cfg, "run")
+                assert table["segment_addresses"].isna().all()
                 continue
             assert {r.get("segment_addresses") for r in rows} == {"rising"}  # the model's input, on every row
             # reserved bytes are whole segments (2 MiB multiples), above the allocated peak somewhere
@@ -237,7 +250,7 @@ def test_the_segment_address_order_breaks_best_fit_ties_and_is_a_recorded_settin
 
 
 @pytest.mark.parametrize("pointers, expected", [([100, 200, 300], "rising"), ([300, 200, 100], "falling"),
-                                                ([100, 300, 200], "mixed")])
+                                                ([100, 300, 200], "mixed"), ([100, None], None)])
 def test_a_gpu_reports_where_cudamalloc_put_its_new_segments(monkeypatch, pointers, expected):
     """The measured counterpart of segment_addresses: fresh segments' addresses in allocation order
     (stand-in tensors here; no GPU on this machine)."""
@@ -251,8 +264,28 @@ def test_a_gpu_reports_where_cudamalloc_put_its_new_segments(monkeypatch, pointe
             return self.ptr
 
     given = iter(pointers)
+
+    def empty(*args, **kwargs):
+        pointer = next(given)
+        if pointer is None:  # the capped device is full: no answer, and no failed job
+            raise torch.OutOfMemoryError("CUDA out of memory")
+        return Segment(pointer)
+
     tracker = object.__new__(CudaTracker)  # no CUDA device to construct it on
     monkeypatch.setattr(CudaTracker, "clean", lambda self: None)
-    monkeypatch.setattr(torch, "empty", lambda *a, **k: Segment(next(given)))
+    monkeypatch.setattr(torch, "empty", empty)
     tracker.device = "cuda"
     assert tracker.segment_addresses(n=3) == expected
+
+
+def test_best_fit_holds_at_any_address():
+    """Ties go to the lower address even where addresses are negative (falling addresses after
+    many reservations): the search key sorts before every block of the size."""
+    a = CachingAllocatorModel(segment_addresses="falling")
+    a._next_address = 64 * MB  # a few reservations from zero
+    for key in range(4):
+        a.malloc(key, 16 * MB)
+    for key in range(4):
+        a.free(key)
+    a.malloc("again", 16 * MB)
+    assert a.reserved == 4 * 16 * MB and a._blocks["again"].address < 0

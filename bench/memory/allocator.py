@@ -36,6 +36,7 @@ the first matmul and kept (`workspace_bytes`, from the hardware profile).
 from __future__ import annotations
 
 import bisect
+import math
 from dataclasses import dataclass, field
 
 KB, MB = 1024, 1024 * 1024
@@ -101,7 +102,7 @@ class CachingAllocatorModel:
         self.peak_allocated = self.peak_reserved = 0
         self._free: dict[bool, list[tuple[int, int, Block]]] = {True: [], False: []}  # pool -> sorted (size, addr)
         self._blocks: dict[object, Block] = {}
-        self._next_address = 1 << 40  # cudaMalloc's addresses: only their order matters (best-fit ties)
+        self._next_address = 1 << 62  # cudaMalloc's addresses: only their order matters (best-fit ties)
         self._workspace_taken = False
 
     # -- the allocator's interface ---------------------------------------------------------
@@ -167,7 +168,7 @@ class CachingAllocatorModel:
     # -- internals -------------------------------------------------------------------------
     def _best_fit(self, small: bool, size: int) -> Block | None:
         pool = self._free[small]
-        i = bisect.bisect_left(pool, (size, -1))
+        i = bisect.bisect_left(pool, (size, -math.inf))  # before every block of this size, whatever its address
         return pool[i][2] if i < len(pool) else None
 
     @staticmethod

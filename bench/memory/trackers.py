@@ -105,16 +105,20 @@ class CudaTracker(MemoryTracker):
     def live_bytes(self) -> int:
         return torch.cuda.memory_allocated(self.device)
 
-    def segment_addresses(self, n: int = 3, nbytes: int = 64 * 2**20) -> str:
+    def segment_addresses(self, n: int = 3, nbytes: int = 16 * 2**20) -> str | None:
         """Where cudaMalloc puts each new segment on this device: "rising" (above the previous one),
-        "falling" or "mixed". The allocator model (bench/memory/allocator.py) takes it as an input,
-        since it breaks best-fit ties; a measured run records it so that its simulation can match.
-        n tensors of nbytes (over 10 MiB: one fresh segment each, the cache emptied first)."""
+        "falling" or "mixed"; None when the capped device has no room left to look. The allocator
+        model (bench/memory/allocator.py) takes it as an input, since it breaks best-fit ties; a
+        measured run records it so that its simulation can match. n tensors of nbytes (over
+        10 MiB: one fresh segment each, the cache emptied first)."""
         self.clean()
-        tensors = [torch.empty(nbytes, dtype=torch.uint8, device=self.device) for _ in range(n)]
+        try:
+            tensors = [torch.empty(nbytes, dtype=torch.uint8, device=self.device) for _ in range(n)]
+        except torch.OutOfMemoryError:  # weights at the cap: the search's rows matter more than this
+            return None
+        finally:
+            self.clean()
         steps = {b.data_ptr() > a.data_ptr() for a, b in zip(tensors, tensors[1:])}
-        del tensors
-        self.clean()
         return "mixed" if len(steps) > 1 else "rising" if steps.pop() else "falling"
 
     @contextmanager

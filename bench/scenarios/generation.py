@@ -25,6 +25,7 @@ Two modes (`scenario.mode`, a setting of every row):
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 
@@ -251,17 +252,19 @@ def agreement(backend, window: int, windows: int, rounds: int, warmup_tokens: in
     loads = []
     for r in range(rounds):
         for mode in (("full", "sampled") if r % 2 == 0 else ("sampled", "full")):
-            meter = LoadMeter()
-            if mode == "full":
-                for w in _generate(backend, prompt, sc, sc.new_tokens, window, progress=False)[2][1:]:
-                    full.setdefault(w["step"], []).append(w["window_throughput"])
-            else:
-                for context_len in contexts:
-                    ids = torch.randint(0, backend.vocab_size(), (1, context_len), generator=generator)
-                    tps = _window_at(backend, ids.to(backend.device), sc)["window_throughput"]
-                    sampled.setdefault(window_step(sc, context_len), []).append(tps)
-            loads.append(meter.read())
-    busiest = {column: max(load[column] for load in loads) for column in loads[0]}  # the worst of each reading
+            with LoadMeter() as meter:
+                if mode == "full":
+                    for w in _generate(backend, prompt, sc, sc.new_tokens, window, progress=False)[2][1:]:
+                        full.setdefault(w["step"], []).append(w["window_throughput"])
+                else:
+                    for context_len in contexts:
+                        ids = torch.randint(0, backend.vocab_size(), (1, context_len), generator=generator)
+                        tps = _window_at(backend, ids.to(backend.device), sc)["window_throughput"]
+                        sampled.setdefault(window_step(sc, context_len), []).append(tps)
+                loads.append(meter.read())
+    # The worst of each reading over the rounds; NaN (a round too short to read) only if all are.
+    busiest = {column: max((load[column] for load in loads if not math.isnan(load[column])), default=math.nan)
+               for column in loads[0]}
     out = []
     for step in sorted(full):
         f, s = statistics.median(full[step]), statistics.median(sampled[step])
@@ -274,12 +277,15 @@ def agreement(backend, window: int, windows: int, rounds: int, warmup_tokens: in
 
 def agreement_verdict(results: dict[str, tuple[float, dict]], tolerance: float) -> str:
     """results: model -> (largest |sampled/full - 1| over its windows, its busiest round's load).
-    'agree' only when every model ran on a quiet machine within tolerance. A quiet model outside
-    it is a disagreement whatever the others say; a contended model's ratios measure the
-    neighbours as much as the two modes, so it is FLAGGED, never passed."""
-    from bench.contention import contention_reason
+    'agree' only when every model ran on a machine measured quiet, within tolerance. A quiet model
+    outside it is a disagreement whatever the others say; a contended model's ratios measure the
+    neighbours as much as the two modes, and an unmeasured load vouches for nothing: FLAGGED,
+    never passed."""
+    from bench.contention import MIN_READ_S, contention_reason
 
-    flagged = {name: contention_reason(load) for name, (_, load) in results.items()}
+    flagged = {name: contention_reason(load) or (f"load unmeasured (rounds under {MIN_READ_S:g} s)"
+                                                 if math.isnan(load["other_cpu"]) else None)
+               for name, (_, load) in results.items()}
     outside = [name for name, (worst, _) in results.items() if flagged[name] is None and worst > tolerance]
     flags = "; ".join(f"{name}: {reason}" for name, reason in flagged.items() if reason is not None)
     if outside:
@@ -297,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     from omegaconf import OmegaConf
 
     from bench.backends import get_backend_class
-    from bench.config import CONFIG_DIR, register_configs
+    from bench.config import CONFIG_DIR, ConfigError, register_configs
     from bench.device import DTYPES
 
     parser = argparse.ArgumentParser(prog="python -m bench.scenarios.generation", description=main.__doc__)
@@ -313,8 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.windows < 2 or args.rounds < 1 or args.window < 1:  # nothing to compare is no agreement
         parser.error(f"--windows must be >= 2 (the first window is left out), --rounds and --window >= 1; "
                      f"got {args.windows}, {args.rounds}, {args.window}")
-    if args.threads < 1 or args.tolerance <= 0:
-        parser.error(f"--threads must be >= 1 and --tolerance > 0; got {args.threads}, {args.tolerance}")
+    if args.threads < 1 or not (math.isfinite(args.tolerance) and args.tolerance > 0):
+        parser.error(f"--threads must be >= 1 and --tolerance a number > 0; got {args.threads}, {args.tolerance}")
     names = args.models.split(",")
     known = sorted(p.stem for p in (CONFIG_DIR / "model").glob("*.yaml"))
     if unknown := [n for n in names if n not in known]:
@@ -322,12 +328,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.device not in ("cpu", "cuda") or (args.device == "cuda" and not torch.cuda.is_available()):
         parser.error(f"--device: {args.device!r} is not cpu, or cuda on a machine that has one")
     device = torch.device(args.device)
-    torch.set_num_threads(args.threads)
     register_configs()
+    model_cfgs = {}
+    for name in names:  # every model checked before any is timed (an image classifier generates nothing)
+        try:
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                model_cfgs[name] = OmegaConf.to_object(compose("config", overrides=[f"model={name}"])).model
+        except ConfigError as e:
+            parser.error(f"--models: {name}: {e}")
+    torch.set_num_threads(args.threads)
     results = {}
-    for name in names:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            model_cfg = OmegaConf.to_object(compose("config", overrides=[f"model={name}"])).model
+    for name, model_cfg in model_cfgs.items():
         backend = get_backend_class(model_cfg.impl)(model_cfg, device, DTYPES[args.dtype])
         backend.load()
         backend.probe()
@@ -345,8 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         load = rows[0]["load"]
         print(f"largest |sampled/full - 1| over windows: medians {worst:.3f}, best rounds "
               f"{max(abs(row['best_ratio'] - 1) for row in rows):.3f} (tolerance {args.tolerance}); busiest round: "
-              f"other processes used {load['other_cpu']:.2f} cores, {load.get('other_cpu_peak', 0.0):.2f} in "
-              f"their busiest second (load average {load['load1']:.1f})")
+              f"other processes used {load['other_cpu']:.2f} cores, {load.get('other_cpu_peak', math.nan):.2f} in "
+              f"their busiest second (load average {load['load1']:.1f}; nan: a round too short to read)")
         results[name] = (worst, load)
     print(f"\nverdict: {agreement_verdict(results, args.tolerance)}")
     return 0

@@ -134,8 +134,7 @@ def search(cfg, backend, hardware) -> list[dict]:
                  else None)
     for row in rows:
         row["budget_capped_by_host"] = host_cap is not None and host_cap == budget
-        if addresses is not None:
-            row["segment_addresses"] = addresses
+        row["segment_addresses"] = addresses  # None where no caching allocator had any (over the config's)
     return rows
 
 

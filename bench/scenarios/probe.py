@@ -52,11 +52,11 @@ def run(cfg, backend, out_dir) -> list[dict]:
     n_train = sc.train_examples or sc.steps * sc.batch_size
     (train_x, train_y), tests = train_test(task, sc.seq_len, n_train, sc.test_examples, cfg.seed, tuple(lengths))
 
-    meter = LoadMeter()
-    result = train(trained.model, train_x, train_y, steps=sc.steps, batch_size=sc.batch_size, lr=sc.lr,
-                   weight_decay=sc.weight_decay, warmup_steps=sc.warmup_steps, seed=cfg.seed, progress=sc.progress,
-                   desc=f"{cfg.model.name} {sc.task} L={sc.seq_len} d={sc.d_model} lr={sc.lr:g}")
-    timing = contention_reason(meter.read())
+    with LoadMeter() as meter:
+        result = train(trained.model, train_x, train_y, steps=sc.steps, batch_size=sc.batch_size, lr=sc.lr,
+                       weight_decay=sc.weight_decay, warmup_steps=sc.warmup_steps, seed=cfg.seed, progress=sc.progress,
+                       desc=f"{cfg.model.name} {sc.task} L={sc.seq_len} d={sc.d_model} lr={sc.lr:g}")
+        timing = contention_reason(meter.read())
     bad = [step for step, loss in enumerate(result.losses) if not math.isfinite(loss)]
     if bad:
         raise InvalidOutput(f"non-finite training loss from step {bad[0]}")
