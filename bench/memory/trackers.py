@@ -112,13 +112,17 @@ class CudaTracker(MemoryTracker):
         measured run records it so that its simulation can match. n tensors of nbytes (over
         10 MiB: one fresh segment each, the cache emptied first)."""
         self.clean()
+        tensors = []  # all alive at once: a freed one's block would be handed out again
         try:
-            tensors = [torch.empty(nbytes, dtype=torch.uint8, device=self.device) for _ in range(n)]
+            for _ in range(n):
+                tensors.append(torch.empty(nbytes, dtype=torch.uint8, device=self.device))
+            pointers = [t.data_ptr() for t in tensors]
         except torch.OutOfMemoryError:  # weights at the cap: the search's rows matter more than this
             return None
         finally:
-            self.clean()
-        steps = {b.data_ptr() > a.data_ptr() for a, b in zip(tensors, tensors[1:])}
+            tensors.clear()
+            self.clean()  # with the tensors gone, their segments go back too
+        steps = {b > a for a, b in zip(pointers, pointers[1:])}
         return "mixed" if len(steps) > 1 else "rising" if steps.pop() else "falling"
 
     @contextmanager
