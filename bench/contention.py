@@ -36,8 +36,10 @@ CONTENDED_CORES = 0.25  # other processes' average CPU use (cores) above which t
 BURST_CORES = 0.5  # ... or their use over one SAMPLE_S interval: a burst that slowed some windows
 SAMPLE_S = 1.0
 # /proc/stat counts in 10 ms ticks per core: over less than this the average is too coarse to
-# read (a 20 ms job can show 0.4 cores of nobody), so it is NaN, unmeasured, not 0.
-MIN_READ_S = 1.0
+# read (a 20 ms job can show 0.4 cores of nobody), so it is NaN, unmeasured, not 0. At 0.25 s a
+# quiet 2-core VM read at most 0.07 cores in 60 tries, well under CONTENDED_CORES; a 1 s floor
+# had left jobs of 0.25-1 s on a busy machine unflagged.
+MIN_READ_S = 0.25
 
 
 @contextmanager

@@ -198,6 +198,20 @@ def test_a_burst_on_a_quiet_average_is_flagged():
     assert "in its busiest second" in contention_reason(load)
 
 
+def test_a_half_second_job_on_a_busy_machine_is_flagged():
+    """Too short for a sampled second, long enough for the average: it still reads, and flags."""
+    from bench.contention import LoadMeter, contention_reason
+
+    for _ in range(os.cpu_count() or 2):
+        _detached_hog(2.0)
+    time.sleep(0.3)
+    meter = LoadMeter()
+    time.sleep(0.5)
+    load = meter.read()
+    assert load["other_cpu"] > 0.5 and "on average" in contention_reason(load), load
+    time.sleep(1.5)  # the hogs end before the next test
+
+
 def test_the_jobs_own_children_are_not_contention():
     """A measuring child (isolate=true runs one) is the job's own CPU, live or waited for."""
     from bench.contention import BURST_CORES, LoadMeter, contention_reason
